@@ -1,0 +1,165 @@
+"""Encode each distinct image and text of a triplet dataset once, cache the embeddings on disk.
+
+The Combiner then trains on cached embeddings: the frozen encoder never runs twice on the same
+input. The cache is keyed by the encoder weights, the processor settings and the data, written in
+chunks (safetensors, temp file + rename) so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from .encoding import encode_images, encode_texts, resolve_processor
+from .modeling_scot import ScotModel
+from .processing_scot import ScotProcessor
+
+REQUIRED_COLUMNS = ("image", "modification", "modified_caption")
+NO_CAPTION = -1
+
+
+@dataclass
+class EmbeddingCache:
+    """Embeddings of the distinct images and texts of a dataset, indexed by the rows of its index dataset."""
+
+    image_embeds: torch.Tensor
+    text_embeds: torch.Tensor
+    folder: Path
+
+
+def encoder_fingerprint(model: ScotModel) -> str:
+    """A hash of the frozen encoder's weights (names, dtypes, shapes and bytes)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name, tensor in sorted(model.clip.state_dict().items()):
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _check_columns(dataset: Dataset) -> None:
+    missing = [c for c in REQUIRED_COLUMNS if c not in dataset.column_names]
+    if missing:
+        raise ValueError(f"the triplet dataset lacks columns {missing}; it has {dataset.column_names}")
+
+
+def _image_keys(dataset: Dataset) -> list[str]:
+    """One key per row; rows with the same key share an image (embedded once)."""
+    if "source_id" in dataset.column_names:
+        return [str(key) for key in dataset["source_id"]]
+    if dataset.features["image"].dtype == "string":
+        return list(dataset["image"])
+    return [f"row-{i}" for i in range(len(dataset))]
+
+
+def _index(values: Sequence[str], table: dict[str, int]) -> list[int]:
+    return [table.setdefault(value, len(table)) for value in values]
+
+
+def _chunked_encode(
+    folder: Path,
+    prefix: str,
+    count: int,
+    chunk_size: int,
+    encode: Callable[[range], torch.Tensor],
+    progress: bool,
+) -> torch.Tensor:
+    """Encode items 0..count-1 chunk by chunk, reusing chunks already on disk."""
+    chunks = []
+    bar = tqdm(total=count, desc=f"embedding {prefix}", unit=prefix[:-1], disable=not progress)
+    for number, start in enumerate(range(0, count, chunk_size)):
+        path = folder / f"{prefix}-{number:05d}.safetensors"
+        rows = range(start, min(start + chunk_size, count))
+        if path.is_file():
+            embeds = load_file(path)["embeds"]
+            if embeds.shape[0] != len(rows):
+                raise ValueError(f"cache chunk {path} holds {embeds.shape[0]} rows, expected {len(rows)}")
+        else:
+            embeds = encode(rows)
+            tmp = path.with_suffix(".tmp")
+            save_file({"embeds": embeds.contiguous()}, str(tmp))
+            os.replace(tmp, path)
+        chunks.append(embeds)
+        bar.update(len(rows))
+    bar.close()
+    return torch.cat(chunks) if chunks else torch.empty(0, 0)
+
+
+def build_embedding_cache(
+    model: ScotModel,
+    dataset: Dataset,
+    cache_dir: str | os.PathLike,
+    processor: ScotProcessor | None = None,
+    *,
+    image_batch_size: int = 64,
+    text_batch_size: int = 256,
+    chunk_size: int = 4096,
+    autocast_dtype: torch.dtype | None = None,
+    progress: bool = True,
+) -> tuple[EmbeddingCache, Dataset]:
+    """Embed the distinct images and texts of a triplet dataset once and return them with an index dataset.
+
+    The index dataset has one row per triplet: `image_index`, `text_index` (modification),
+    `target_index` (modified caption), `caption_index` (-1 without a caption column) and
+    `negative_indices` (hard negatives), all pointing into the cache's embedding tables. Train on
+    it with [`CachedEmbeddingCollator`].
+    """
+    _check_columns(dataset)
+    processor = resolve_processor(model, processor)
+    image_table: dict[str, int] = {}
+    image_index = _index(_image_keys(dataset), image_table)
+    first_row_of_image = {}
+    for row, index in enumerate(image_index):
+        first_row_of_image.setdefault(index, row)
+    image_rows = [first_row_of_image[i] for i in range(len(image_table))]
+
+    text_table: dict[str, int] = {}
+    columns = {
+        "image_index": image_index,
+        "text_index": _index(dataset["modification"], text_table),
+        "target_index": _index(dataset["modified_caption"], text_table),
+    }
+    has_caption = "caption" in dataset.column_names
+    columns["caption_index"] = _index(dataset["caption"], text_table) if has_caption else [NO_CAPTION] * len(dataset)
+    negatives = dataset["hard_negatives"] if "hard_negatives" in dataset.column_names else [[]] * len(dataset)
+    columns["negative_indices"] = [_index(list(row), text_table) for row in negatives]
+    texts = list(text_table)
+
+    key = hashlib.blake2b(digest_size=16)
+    for part in (
+        encoder_fingerprint(model),
+        processor.to_json_string(),
+        dataset._fingerprint or "",
+        json.dumps(list(image_table)),
+        json.dumps(texts),
+    ):
+        key.update(part.encode())
+    folder = Path(cache_dir) / key.hexdigest()
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def encode_image_rows(rows: range) -> torch.Tensor:
+        images = dataset.select([image_rows[i] for i in rows])["image"]
+        return encode_images(
+            model, images, processor, batch_size=image_batch_size, autocast_dtype=autocast_dtype, progress=False
+        )
+
+    def encode_text_rows(rows: range) -> torch.Tensor:
+        return encode_texts(
+            model, texts[rows.start : rows.stop], processor, batch_size=text_batch_size,
+            autocast_dtype=autocast_dtype, progress=False,
+        )
+
+    image_embeds = _chunked_encode(folder, "images", len(image_rows), chunk_size, encode_image_rows, progress)
+    text_embeds = _chunked_encode(folder, "texts", len(texts), chunk_size, encode_text_rows, progress)
+    return EmbeddingCache(image_embeds, text_embeds, folder), Dataset.from_dict(columns)
+
+
+__all__ = ["EmbeddingCache", "build_embedding_cache", "encoder_fingerprint"]

@@ -1,0 +1,89 @@
+"""Batched embedding of images and texts with a SCOT model's frozen encoder."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from .modeling_scot import ScotModel
+from .processing_scot import ScotProcessor
+
+IMAGE_INPUT_NAMES = ("pixel_values", "pixel_attention_mask", "spatial_shapes")
+
+
+def _batches(items: Sequence, batch_size: int) -> Iterator[Sequence]:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    for start in range(0, len(items), batch_size):
+        yield items[start : start + batch_size]
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None or dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def resolve_processor(model: ScotModel, processor: ScotProcessor | None) -> ScotProcessor:
+    """The given processor, else the model's own; a clear error when there is none."""
+    processor = processor if processor is not None else model.processor
+    if processor is None:
+        raise ValueError("no processor: pass processor=... or load the model from a folder that has processor files")
+    return processor
+
+
+@torch.inference_mode()
+def encode_images(
+    model: ScotModel,
+    images: Sequence,
+    processor: ScotProcessor | None = None,
+    *,
+    batch_size: int = 64,
+    autocast_dtype: torch.dtype | None = None,
+    progress: bool | str = True,
+) -> torch.Tensor:
+    """Embed images (PIL images, arrays or paths) in batches; returns (N, D) float32 on CPU."""
+    processor = resolve_processor(model, processor)
+    device = model.device
+    chunks = []
+    desc = progress if isinstance(progress, str) else "embedding images"
+    with tqdm(total=len(images), desc=desc, unit="img", disable=not progress) as bar:
+        for batch in _batches(images, batch_size):
+            inputs = processor(images=list(batch), return_tensors="pt")
+            image_inputs = {k: v.to(device) for k, v in inputs.items() if k in IMAGE_INPUT_NAMES}
+            with _autocast(device, autocast_dtype):
+                chunks.append(model.get_image_features(**image_inputs).float().cpu())
+            bar.update(len(batch))
+    return torch.cat(chunks) if chunks else torch.empty(0, model.config.embed_dim)
+
+
+@torch.inference_mode()
+def encode_texts(
+    model: ScotModel,
+    texts: Sequence[str],
+    processor: ScotProcessor | None = None,
+    *,
+    batch_size: int = 256,
+    autocast_dtype: torch.dtype | None = None,
+    progress: bool | str = True,
+) -> torch.Tensor:
+    """Embed texts in batches; returns (N, D) float32 on CPU."""
+    processor = resolve_processor(model, processor)
+    device = model.device
+    chunks = []
+    desc = progress if isinstance(progress, str) else "embedding texts"
+    with tqdm(total=len(texts), desc=desc, unit="text", disable=not progress) as bar:
+        for batch in _batches(texts, batch_size):
+            inputs = processor(text=list(batch), return_tensors="pt")
+            mask = inputs.get("attention_mask")
+            with _autocast(device, autocast_dtype):
+                embeds = model.get_text_features(inputs["input_ids"].to(device), None if mask is None else mask.to(device))
+            chunks.append(embeds.float().cpu())
+            bar.update(len(batch))
+    return torch.cat(chunks) if chunks else torch.empty(0, model.config.embed_dim)
+
+
+__all__ = ["encode_images", "encode_texts", "resolve_processor"]

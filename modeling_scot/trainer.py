@@ -1,0 +1,59 @@
+"""ScotTrainer: transformers' Trainer with SCOT's contrastive loss."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from transformers import Trainer
+
+from .modeling_scot import ScotOutput
+
+
+def gather_with_grad(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """All-gather rows of `tensor` from every process, keeping gradients for the local rows.
+
+    Returns the concatenated rows and the offset of this process's rows in it. Processes may
+    hold different row counts (the last batch of an epoch).
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensor, 0
+    world_size, rank = dist.get_world_size(), dist.get_rank()
+    count = torch.tensor([tensor.shape[0]], device=tensor.device)
+    counts = [torch.zeros_like(count) for _ in range(world_size)]
+    dist.all_gather(counts, count)
+    counts = [int(c) for c in counts]
+    padded = torch.zeros((max(counts), *tensor.shape[1:]), dtype=tensor.dtype, device=tensor.device)
+    padded[: tensor.shape[0]] = tensor
+    gathered = list(torch.distributed.nn.functional.all_gather(padded))
+    gathered[rank] = torch.cat([tensor, padded[tensor.shape[0] :].detach()])
+    rows = torch.cat([part[:n] for part, n in zip(gathered, counts)])
+    return rows, sum(counts[:rank])
+
+
+class ScotTrainer(Trainer):
+    """A `Trainer` whose loss is SCOT's contrastive loss (see [`scot_contrastive_loss`]).
+
+    Feed it batches from [`CachedEmbeddingCollator`] (fast: the frozen encoder ran once, ahead of
+    training) or [`ScotDataCollator`] (raw images and texts), with `remove_unused_columns=False`.
+    Across processes, each query is contrasted with the targets of the global batch.
+    """
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        outputs: ScotOutput = model(**inputs, return_loss=False)
+        if outputs.target_embeds is None:
+            raise ValueError("ScotTrainer batches need targets: target_embeds or target_input_ids (the modified captions)")
+        targets, offset = gather_with_grad(outputs.target_embeds)
+        labels = offset + torch.arange(outputs.query_embeds.shape[0], device=outputs.query_embeds.device)
+        scot = self.accelerator.unwrap_model(model)
+        outputs.loss = scot.contrastive_loss(
+            outputs.query_embeds,
+            targets,
+            negative_embeds=outputs.negative_embeds,
+            negative_mask=inputs.get("negative_mask"),
+            caption_embeds=outputs.caption_embeds,
+            labels=labels,
+        )
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+
+__all__ = ["ScotTrainer", "gather_with_grad"]

@@ -1,0 +1,33 @@
+"""The triplet record: one training example for the Combiner, and its dataset column names."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class TripletRecord:
+    """One (image, caption, modification, modified caption) example written by an LLM or by rules.
+
+    Attributes:
+        source_id: identifies the image; triplets sharing it share the image (embedded once).
+        image: the reference image: a path or URL, or an `Image` feature value in a dataset.
+        caption: the original caption c of the image.
+        modification: the modification text m (what to change).
+        modified_caption: the caption u of the image after the modification (the training target).
+        hard_negatives: captions close to u that do not satisfy m (extra negatives in the loss).
+    """
+
+    source_id: str
+    image: object
+    caption: str
+    modification: str
+    modified_caption: str
+    hard_negatives: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """The record as a dataset row."""
+        return asdict(self)
+
+
+TRIPLET_COLUMNS: tuple[str, ...] = tuple(TripletRecord.__dataclass_fields__)

@@ -1,0 +1,127 @@
+"""Tiny dual-encoder configs and saved folders built in code: no network, no downloaded weights."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest
+import torch
+from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, SiglipConfig, Siglip2Config
+
+from modeling_scot import ScotModel, ScotProcessor
+from modeling_scot.word_tokenizer import build_word_level_tokenizer
+
+WORDS = (
+    "a an the photo of with and in on left right above below small large big tiny medium "
+    "red green blue yellow purple orange black white circle square triangle star cross hexagon "
+    "make it change to add remove move swap same but now is are one two three shape colour"
+).split()
+MAX_TEXT_LENGTH = 16
+IMAGE_SIZE = 32
+
+
+@pytest.fixture(scope="session")
+def word_tokenizer():
+    return build_word_level_tokenizer(WORDS, model_max_length=MAX_TEXT_LENGTH)
+
+
+def _text_tower(vocab_size: int) -> dict:
+    return dict(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=MAX_TEXT_LENGTH,
+        pad_token_id=0,
+        bos_token_id=vocab_size - 2,
+        eos_token_id=vocab_size - 1,
+    )
+
+
+def _vision_tower() -> dict:
+    return dict(
+        image_size=IMAGE_SIZE, patch_size=8, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_config(word_tokenizer) -> CLIPConfig:
+    return CLIPConfig(text_config=_text_tower(len(word_tokenizer)), vision_config=_vision_tower(), projection_dim=16)
+
+
+@pytest.fixture(scope="session")
+def tiny_siglip_config(word_tokenizer) -> SiglipConfig:
+    return SiglipConfig(text_config=_text_tower(len(word_tokenizer)), vision_config=_vision_tower())
+
+
+@pytest.fixture(scope="session")
+def tiny_siglip2_config(word_tokenizer) -> Siglip2Config:
+    vision = _vision_tower()
+    del vision["image_size"]
+    return Siglip2Config(text_config=_text_tower(len(word_tokenizer)), vision_config=dict(vision, num_patches=16))
+
+
+@pytest.fixture(scope="session")
+def tiny_processor(word_tokenizer) -> ScotProcessor:
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+    )
+    return ScotProcessor(image_processor=image_processor, tokenizer=word_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory, tiny_clip_config, tiny_processor) -> str:
+    """A saved random CLIP with its processor: stands in for a Hub repo such as openai/clip-vit-large-patch14."""
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-clip")
+    CLIPModel(tiny_clip_config).save_pretrained(folder)
+    tiny_processor.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture
+def scot_model(tiny_clip_dir) -> ScotModel:
+    torch.manual_seed(0)
+    return ScotModel.from_clip(tiny_clip_dir, combiner_dropout=0.0)
+
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30)}
+
+
+@pytest.fixture(scope="session")
+def triplet_dataset():
+    """A small triplet dataset in the package's record format, with images as an `Image` feature."""
+    from datasets import Dataset, Features, Image as ImageFeature, Sequence, Value
+    from PIL import Image
+
+    rows = []
+    names = list(COLOURS)
+    for i, source in enumerate(names):
+        image = Image.new("RGB", (40, 40), COLOURS[source])
+        for j, target in enumerate(n for n in names if n != source):
+            rows.append(
+                {
+                    "source_id": f"img-{i}",
+                    "image": image,
+                    "caption": f"a {source} square",
+                    "modification": f"make it {target}",
+                    "modified_caption": f"a {target} square",
+                    "hard_negatives": [f"a {n} square" for n in names if n not in (source, target)][: j + 1],
+                }
+            )
+    features = Features(
+        {
+            "source_id": Value("string"),
+            "image": ImageFeature(),
+            "caption": Value("string"),
+            "modification": Value("string"),
+            "modified_caption": Value("string"),
+            "hard_negatives": Sequence(Value("string")),
+        }
+    )
+    return Dataset.from_list(rows, features=features)

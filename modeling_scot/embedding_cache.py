@@ -41,7 +41,7 @@ def encoder_fingerprint(model: ScotModel) -> str:
     digest = hashlib.blake2b(digest_size=16)
     for name, tensor in sorted(model.clip.state_dict().items()):
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 

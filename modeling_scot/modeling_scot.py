@@ -18,6 +18,7 @@ from transformers.utils import ModelOutput, cached_file, logging
 
 from .configuration_scot import ScotConfig
 from .losses import scot_contrastive_loss
+from .model_card import write_model_card
 from .processing_scot import ScotProcessor
 
 logger = logging.get_logger(__name__)
@@ -368,11 +369,20 @@ class ScotModel(PreTrainedModel):
 
     # ----- serialisation --------------------------------------------------------------------------
 
-    def save_pretrained(self, save_directory: str | os.PathLike, *, combiner_only: bool = False, **kwargs) -> None:
-        """Save config, safetensors weights and processor files to `save_directory`.
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        *,
+        combiner_only: bool = False,
+        model_card: dict | None = None,
+        **kwargs,
+    ) -> None:
+        """Save config, safetensors weights, processor files and a model card (README.md).
 
         With `combiner_only=True` the weights file holds only the Combiner (and logit scale), and the
         config names the encoder (`clip_name_or_path`) that `from_pretrained` loads it from.
+        `model_card` holds extra card fields for [`write_model_card`] (`repo_id`, `training`,
+        `datasets`, `eval_results`).
         """
         if combiner_only:
             if not self.config.clip_name_or_path:
@@ -385,10 +395,12 @@ class ScotModel(PreTrainedModel):
         self.config.combiner_only = combiner_only
         try:
             super().save_pretrained(save_directory, **kwargs)
+            card_config = self.config.to_dict()
         finally:
             self.config.combiner_only = saved_flag
         if self.processor is not None:
             self.processor.save_pretrained(save_directory)
+        write_model_card(save_directory, card_config, **(model_card or {}))
 
     def push_to_hub(
         self,

@@ -1,0 +1,1 @@
+"""Command-line tools to publish SCOT models on the Hugging Face Hub."""

@@ -1,0 +1,165 @@
+"""Model card (README.md) of a saved SCOT model, rendered from the `MODEL_CARD.md` template."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
+
+logger = logging.getLogger(__name__)
+
+TEMPLATE_PATH = Path(__file__).with_name("MODEL_CARD.md")
+README_NAME = "README.md"
+BASE_TAGS = ["composed-image-retrieval", "zero-shot-composed-image-retrieval", "clip", "scot"]
+TRAINING_FIELDS = ("num_triplets", "epochs", "batch_size", "learning_rate")
+CONFIG_FIELDS = (
+    "combiner_only",
+    "combiner_dropout",
+    "temperature",
+    "learnable_temperature",
+    "hard_negative_weight",
+    "caption_negative_weight",
+    "scot_version",
+)
+EVAL_DEFAULTS = {"task_type": "image-feature-extraction", "task_name": "Zero-shot composed image retrieval"}
+
+
+def _clip_config(config: Mapping[str, Any]) -> Mapping[str, Any]:
+    clip_config = config.get("clip_config")
+    if not isinstance(clip_config, Mapping):
+        raise ValueError(f"config['clip_config'] must be the encoder's config dict, got {type(clip_config).__name__}")
+    return clip_config
+
+
+def _embed_dim(clip_config: Mapping[str, Any]) -> int:
+    """The encoder's joint embedding size, resolved as `ScotConfig.embed_dim` does."""
+    for name in ("projection_dim", "hidden_size"):
+        if isinstance(clip_config.get(name), int):
+            return clip_config[name]
+    hidden_size = (clip_config.get("text_config") or {}).get("hidden_size")
+    if not isinstance(hidden_size, int):
+        raise ValueError("config['clip_config'] has neither projection_dim nor text_config.hidden_size")
+    return hidden_size
+
+
+def _hub_id(name: str | None) -> str | None:
+    """`name` when it is a valid Hub model id (not a local folder), else None."""
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return None
+    return name
+
+
+def _eval_result(row: EvalResult | Mapping[str, Any], index: int) -> EvalResult:
+    if isinstance(row, EvalResult):
+        return row
+    if not isinstance(row, Mapping):
+        raise ValueError(f"eval_results[{index}] must be an EvalResult or a dict, got {type(row).__name__}")
+    fields = {**EVAL_DEFAULTS, **row}
+    fields.setdefault("dataset_type", fields.get("dataset_name"))
+    try:
+        return EvalResult(**fields)
+    except TypeError as err:
+        raise ValueError(f"eval_results[{index}] is not a valid EvalResult: {err}") from err
+
+
+def _results_table(results: list[EvalResult]) -> list[dict[str, Any]]:
+    return [
+        {
+            "dataset": result.dataset_name,
+            "split": result.dataset_split or "-",
+            "metric": result.metric_name or result.metric_type,
+            "value": result.metric_value,
+        }
+        for result in results
+    ]
+
+
+def _template_values(config: Mapping[str, Any], repo_id: str | None, training: Mapping[str, Any]) -> dict[str, Any]:
+    """Template variables; None values are left out so the template's fallbacks apply."""
+    clip_config = _clip_config(config)
+    embed_dim = _embed_dim(clip_config)
+    values = {
+        "repo_id": repo_id,
+        "encoder_name": config.get("clip_name_or_path"),
+        "encoder_type": clip_config.get("model_type", "clip"),
+        "embed_dim": embed_dim,
+        "projection_dim": config.get("combiner_projection_dim") or 2 * embed_dim,
+        "hidden_dim": config.get("combiner_hidden_dim") or 2 * embed_dim,
+        **{name: config.get(name) for name in CONFIG_FIELDS},
+        **{name: training.get(name) for name in TRAINING_FIELDS},
+        "training_extra": {k: v for k, v in training.items() if k not in TRAINING_FIELDS and v is not None},
+    }
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def render_model_card(
+    config: dict,
+    *,
+    repo_id: str | None = None,
+    training: dict | None = None,
+    eval_results: list | None = None,
+    datasets: list[str] | None = None,
+) -> str:
+    """Render the README.md text of a SCOT model from its config (`ScotConfig.to_dict()`).
+
+    `training` may hold num_triplets, epochs, batch_size, learning_rate and any other settings;
+    `eval_results` holds `EvalResult`s or dicts of `EvalResult` fields (task_type and dataset_type
+    may be omitted); `datasets` are the Hub ids of the training data. Raises FileNotFoundError when
+    the template is not shipped next to this module.
+    """
+    if not TEMPLATE_PATH.is_file():
+        raise FileNotFoundError(f"model card template not found: {TEMPLATE_PATH}")
+    values = _template_values(config, repo_id, training or {})
+    results = [_eval_result(row, index) for index, row in enumerate(eval_results or [])]
+    card_data = ModelCardData(
+        library_name="transformers",
+        pipeline_tag="image-feature-extraction",
+        tags=[*BASE_TAGS, values["encoder_type"]],
+        datasets=list(datasets or []),
+        base_model=_hub_id(values.get("encoder_name")),
+        model_name=repo_id.split("/")[-1] if repo_id else None,
+    )
+    card = ModelCard.from_template(
+        card_data, template_path=str(TEMPLATE_PATH), results=_results_table(results), **values
+    )
+    text = str(card)
+    return text if text.endswith("\n") else text + "\n"
+
+
+def write_model_card(
+    save_directory: str | os.PathLike,
+    config: dict,
+    *,
+    repo_id: str | None = None,
+    training: dict | None = None,
+    eval_results: list | None = None,
+    datasets: list[str] | None = None,
+) -> Path | None:
+    """Write `README.md` into `save_directory` atomically; None when the card template is not shipped."""
+    if not TEMPLATE_PATH.is_file():
+        logger.info(f"no model card written: template {TEMPLATE_PATH} not found")
+        return None
+    text = render_model_card(config, repo_id=repo_id, training=training, eval_results=eval_results, datasets=datasets)
+    target = Path(save_directory) / README_NAME
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{README_NAME}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp_name, 0o644)
+        os.replace(tmp_name, target)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return target
+
+
+__all__ = ["render_model_card", "write_model_card"]

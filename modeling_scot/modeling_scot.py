@@ -232,6 +232,14 @@ class ScotModel(PreTrainedModel):
         config._attn_implementation = attn_implementation
         return cls(config, clip_model=clip_model)
 
+    def compile_encoders(self, **compile_kwargs) -> ScotModel:
+        """`torch.compile` the encoder's vision and text towers in place (for large GPU jobs)."""
+        for name in ("vision_model", "text_model"):
+            tower = getattr(self.clip, name, None)
+            if isinstance(tower, nn.Module):
+                tower.compile(**compile_kwargs)
+        return self
+
     # ----- encoders -------------------------------------------------------------------------------
 
     @torch.no_grad()

@@ -294,3 +294,13 @@ def test_from_pretrained_on_a_clip_folder_points_to_from_clip(tiny_clip_dir):
 def test_forward_bad_inputs(scot_model, kwargs, message):
     with pytest.raises(ValueError, match=message):
         scot_model(**kwargs)
+
+
+def test_compiled_encoders_match_eager(scot_model, tiny_processor):
+    """The GPU path (torch.compile) checked for correctness on CPU."""
+    inputs = _inputs(tiny_processor)
+    expected_image = scot_model.get_image_features(inputs["pixel_values"])
+    expected_text = scot_model.get_text_features(inputs["input_ids"], inputs["attention_mask"])
+    scot_model.compile_encoders()
+    assert torch.allclose(scot_model.get_image_features(inputs["pixel_values"]), expected_image, atol=1e-5)
+    assert torch.allclose(scot_model.get_text_features(inputs["input_ids"], inputs["attention_mask"]), expected_text, atol=1e-5)

@@ -1,0 +1,133 @@
+"""Encoder throughput: images/s and texts/s of a SCOT model's frozen towers.
+
+Prints one JSON object: the chosen settings (dtype, attention, compile) against the transformers
+default (fp32 weights, default attention, eager PyTorch) measured in the same run, so the ratio
+holds on any machine. Random-initialised towers of real architectures: the speed does not depend
+on the weights.
+
+    python bench/encode.py --model-config clip-b16 --dtype bf16 --attn sdpa --synthetic
+    python bench/encode.py --model-config world --dtype bf16          # needs the shipped world CLIP
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+from transformers import CLIPConfig
+
+from modeling_scot import ScotConfig, ScotModel
+from modeling_scot.runtime import resolve_device
+
+ARCHITECTURES = {
+    "clip-l14": dict(
+        projection_dim=768,
+        text_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
+        vision_config=dict(
+            image_size=224, patch_size=14, hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16
+        ),
+    ),
+    "clip-b16": dict(
+        projection_dim=512,
+        text_config=dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8),
+        vision_config=dict(
+            image_size=224, patch_size=16, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12
+        ),
+    ),
+}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def clip_config(name: str) -> CLIPConfig:
+    if name == "world":
+        from modeling_scot import world
+
+        config_file = world.clip_path() / "config.json"
+        if not config_file.is_file():
+            sys.exit(f"--model-config world needs the shipped world CLIP at {config_file.parent}")
+        return CLIPConfig.from_pretrained(config_file.parent)
+    return CLIPConfig(**ARCHITECTURES[name])
+
+
+def build(config: CLIPConfig, dtype: torch.dtype, attn: str | None, device: torch.device) -> ScotModel:
+    torch.manual_seed(0)
+    scot_config = ScotConfig(clip_config=config.to_dict(), attn_implementation=attn)
+    return ScotModel(scot_config).to(device=device, dtype=dtype).eval()
+
+
+def throughput(fn, items_per_call: int, min_seconds: float, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    calls, start = 0, time.perf_counter()
+    while True:
+        fn()
+        calls += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds and calls >= 2:
+            return calls * items_per_call / elapsed
+
+
+def measure(model: ScotModel, config: CLIPConfig, batch_size: int, text_length: int, compile_towers: bool, args) -> dict:
+    device = model.device
+    size = config.vision_config.image_size
+    pixel_values = torch.randn(batch_size, 3, size, size, device=device)
+    input_ids = torch.randint(0, config.text_config.vocab_size - 1, (batch_size, text_length), device=device)
+    input_ids[:, -1] = config.text_config.eos_token_id
+    if compile_towers:
+        model.compile_encoders()
+    with torch.inference_mode():
+        images_per_s = throughput(lambda: model.get_image_features(pixel_values), batch_size, args.seconds, args.warmup)
+        texts_per_s = throughput(lambda: model.get_text_features(input_ids), batch_size, args.seconds, args.warmup)
+    return {"images_per_s": round(images_per_s, 2), "texts_per_s": round(texts_per_s, 2)}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-config", choices=[*ARCHITECTURES, "world"], default="clip-b16")
+    parser.add_argument("--dtype", choices=list(DTYPES), default="bf16")
+    parser.add_argument("--attn", choices=["eager", "sdpa"], default="sdpa")
+    parser.add_argument("--compile", action="store_true", help="torch.compile both towers")
+    parser.add_argument("--synthetic", action="store_true", help="random pixels and token ids (no preprocessing)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--text-length", type=int, default=20)
+    parser.add_argument("--seconds", type=float, default=5.0, help="minimum timed seconds per measurement")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--output", type=Path, help="also write the JSON here")
+    args = parser.parse_args(argv)
+    if not args.synthetic and args.model_config != "world":
+        parser.error("only the world CLIP ships a tokenizer and processor here: add --synthetic for other configs")
+
+    device = resolve_device(args.device)
+    config = clip_config(args.model_config)
+    ours = measure(build(config, DTYPES[args.dtype], args.attn, device), config, args.batch_size, args.text_length, args.compile, args)
+    default = measure(build(config, torch.float32, None, device), config, args.batch_size, args.text_length, False, args)
+    result = {
+        "model_config": args.model_config,
+        "device": str(device),
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "dtype": args.dtype,
+        "attn": args.attn,
+        "compile": args.compile,
+        "batch_size": args.batch_size,
+        **ours,
+        "default": default,
+        "images_speedup": round(ours["images_per_s"] / default["images_per_s"], 3),
+        "texts_speedup": round(ours["texts_per_s"] / default["texts_per_s"], 3),
+    }
+    text = json.dumps(result)
+    print(text)
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()

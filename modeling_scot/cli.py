@@ -1,0 +1,121 @@
+"""The `scot` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+logger = logging.getLogger("modeling_scot")
+
+
+def add_runtime_options(parser: argparse.ArgumentParser, batch_size: int) -> None:
+    """`--device`, `--dtype` and `--batch-size`, for every subcommand that runs a model."""
+    parser.add_argument("--device", default="auto", help="torch device: auto (CUDA, then MPS, then CPU), cpu, cuda:0, ...")
+    parser.add_argument(
+        "--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"], help="encoder dtype (auto: bf16 on CUDA, fp32 elsewhere)"
+    )
+    parser.add_argument("--batch-size", type=int, default=batch_size, help=f"batch size (default {batch_size})")
+
+
+def load_model(source: str, device_name: str, dtype_name: str):
+    """A saved SCOT model on the chosen device, in eval mode."""
+    from .modeling_scot import ScotModel
+    from .runtime import resolve_device, resolve_dtype
+
+    device = resolve_device(device_name)
+    dtype = resolve_dtype(dtype_name, device)
+    return ScotModel.from_pretrained(source, dtype=dtype).to(device).eval()
+
+
+def image_files(paths: Sequence[str]) -> list[Path]:
+    """Expand files and folders (recursively, sorted) into image files; missing paths are listed in one error."""
+    missing = [p for p in paths if not Path(p).exists()]
+    if missing:
+        shown = ", ".join(missing[:5])
+        raise FileNotFoundError(f"{len(missing)} image path(s) do not exist: {shown}{' ...' if len(missing) > 5 else ''}")
+    files: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        else:
+            files.append(path)
+    if not files:
+        raise ValueError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) found in {list(paths)}")
+    return files
+
+
+def _write_embeddings(path: Path, embeds, ids: list[str]) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({"embeds": embeds.contiguous()}, str(tmp), metadata={"ids": json.dumps(ids)})
+    os.replace(tmp, path)
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    """Embed images or texts with a SCOT model's frozen encoder into a safetensors file."""
+    from .encoding import encode_images, encode_texts
+
+    if args.images:
+        files = image_files(args.images)
+        model = load_model(args.model, args.device, args.dtype)
+        embeds = encode_images(model, [str(f) for f in files], batch_size=args.batch_size)
+        ids = [str(f) for f in files]
+    else:
+        texts_path = Path(args.texts)
+        if not texts_path.is_file():
+            raise FileNotFoundError(f"--texts file {args.texts!r} does not exist")
+        ids = texts_path.read_text(encoding="utf-8").splitlines()
+        model = load_model(args.model, args.device, args.dtype)
+        embeds = encode_texts(model, ids, batch_size=args.batch_size)
+    _write_embeddings(Path(args.output), embeds, ids)
+    print(f"wrote {embeds.shape[0]} x {embeds.shape[1]} embeddings to {args.output}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scot", description="Zero-shot composed image retrieval with SCOT models.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    embed = commands.add_parser("embed", help="embed images or texts with a model's frozen encoder", description=cmd_embed.__doc__)
+    embed.add_argument("--model", required=True, help="Hub id or folder of a saved SCOT model")
+    source = embed.add_mutually_exclusive_group(required=True)
+    source.add_argument("--images", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
+    source.add_argument("--texts", metavar="FILE", help="a text file, one text per line")
+    embed.add_argument("--output", required=True, help="output .safetensors file (tensor 'embeds', metadata 'ids')")
+    add_runtime_options(embed, batch_size=64)
+    embed.set_defaults(handler=cmd_embed)
+    return parser
+
+
+def _version() -> str:
+    from .configuration_scot import SCOT_VERSION
+
+    return SCOT_VERSION
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `scot` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        return args.handler(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"scot {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"scot {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -81,6 +81,48 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    """Run the whole pipeline offline on the built-in world and write OUTPUT/results.json."""
+    from .quickstart import QuickstartSettings, results_table, run_quickstart, scot_home
+    from .runtime import resolve_device, resolve_dtype
+
+    output = Path(args.output) if args.output else scot_home() / "quickstart"
+    settings = QuickstartSettings(
+        seed=args.seed,
+        num_scenes=args.num_scenes,
+        epochs=args.epochs,
+        test_queries=args.test_queries,
+        batch_size=args.batch_size,
+    )
+    device = resolve_device(args.device)
+    results = run_quickstart(output, settings, device, resolve_dtype(args.dtype, device))
+    print(results_table(results))
+    print(f"\nresults: {output / 'results.json'}  ({results['seconds']} s)")
+    print(f"model:   {output / 'model'}")
+    print(f"open the demo on it:  scot demo --model {output / 'model'}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Evaluate a saved model on a benchmark and print (and optionally write) its metrics."""
+    from .evaluation.world import evaluate_world
+    from .methods import METHODS
+
+    methods = tuple(args.method) if args.method else METHODS
+    model = load_model(args.model, args.device, args.dtype)
+    report = evaluate_world(model, args.seed, methods, num_queries=args.test_queries, batch_size=args.batch_size)
+    report = {"benchmark": "world", "seed": args.seed, **report}
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.output:
+        output = Path(args.output)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        tmp = output.with_name(output.name + ".tmp")
+        tmp.write_text(text + "\n")
+        os.replace(tmp, output)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scot", description="Zero-shot composed image retrieval with SCOT models.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
@@ -94,7 +136,32 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--output", required=True, help="output .safetensors file (tensor 'embeds', metadata 'ids')")
     add_runtime_options(embed, batch_size=64)
     embed.set_defaults(handler=cmd_embed)
+
+    quick = commands.add_parser("quickstart", help="offline end to end on the built-in world", description=cmd_quickstart.__doc__)
+    quick.add_argument("--output", help="output folder (default: $SCOT_HOME/quickstart, SCOT_HOME=~/.cache/scot)")
+    quick.add_argument("--seed", type=int, default=0, help="drives every random choice of the training and test data")
+    quick.add_argument("--num-scenes", type=int, default=10000, help="training scenes (4 triplets each)")
+    quick.add_argument("--epochs", type=int, default=16, help="Combiner training epochs")
+    quick.add_argument("--test-queries", type=int, default=1000, help="benchmark queries")
+    add_runtime_options(quick, batch_size=256)
+    quick.set_defaults(handler=cmd_quickstart)
+
+    evaluate = commands.add_parser("eval", help="evaluate a saved model on a benchmark", description=cmd_eval.__doc__)
+    evaluate.add_argument("--model", required=True, help="Hub id or folder of a saved SCOT model")
+    evaluate.add_argument("--benchmark", required=True, choices=["world"], help="benchmark to run")
+    evaluate.add_argument("--seed", type=int, default=0, help="world seed (the test split of that seed)")
+    evaluate.add_argument("--method", action="append", choices=list(_methods()), help="method(s) to run (default: all)")
+    evaluate.add_argument("--test-queries", type=int, default=1000, help="world benchmark queries")
+    evaluate.add_argument("--output", help="also write the metrics JSON here")
+    add_runtime_options(evaluate, batch_size=256)
+    evaluate.set_defaults(handler=cmd_eval)
     return parser
+
+
+def _methods() -> tuple[str, ...]:
+    from .methods import METHODS
+
+    return METHODS
 
 
 def _version() -> str:

@@ -70,20 +70,21 @@ def encode_texts(
     autocast_dtype: torch.dtype | None = None,
     progress: bool | str = True,
 ) -> torch.Tensor:
-    """Embed texts in batches; returns (N, D) float32 on CPU."""
+    """Embed texts in batches of similar length (less padding); returns (N, D) float32 on CPU in input order."""
     processor = resolve_processor(model, processor)
     device = model.device
-    chunks = []
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    embeds = torch.empty(len(texts), model.config.embed_dim)
     desc = progress if isinstance(progress, str) else "embedding texts"
     with tqdm(total=len(texts), desc=desc, unit="text", disable=not progress) as bar:
-        for batch in _batches(texts, batch_size):
-            inputs = processor(text=list(batch), return_tensors="pt")
+        for rows in _batches(order, batch_size):
+            inputs = processor(text=[texts[i] for i in rows], return_tensors="pt")
             mask = inputs.get("attention_mask")
             with _autocast(device, autocast_dtype):
-                embeds = model.get_text_features(inputs["input_ids"].to(device), None if mask is None else mask.to(device))
-            chunks.append(embeds.float().cpu())
-            bar.update(len(batch))
-    return torch.cat(chunks) if chunks else torch.empty(0, model.config.embed_dim)
+                batch = model.get_text_features(inputs["input_ids"].to(device), None if mask is None else mask.to(device))
+            embeds[list(rows)] = batch.float().cpu()
+            bar.update(len(rows))
+    return embeds
 
 
 __all__ = ["encode_images", "encode_texts", "resolve_processor"]

@@ -304,3 +304,34 @@ def test_compiled_encoders_match_eager(scot_model, tiny_processor):
     scot_model.compile_encoders()
     assert torch.allclose(scot_model.get_image_features(inputs["pixel_values"]), expected_image, atol=1e-5)
     assert torch.allclose(scot_model.get_text_features(inputs["input_ids"], inputs["attention_mask"]), expected_text, atol=1e-5)
+
+
+def test_push_to_hub_uploads_what_save_pretrained_writes(scot_model, tmp_path, monkeypatch):
+    """push_to_hub saves through save_pretrained and hands the folder to the one upload path."""
+    import modeling_scot.hub_upload as hub_upload
+
+    uploaded = {}
+    real_upload = hub_upload.upload_model_folder
+
+    def capture(folder, repo_id, **kwargs):
+        uploaded.update(repo_id=repo_id, kwargs=kwargs, files=real_upload(folder, repo_id, dry_run=True))
+        config = json.loads((Path(folder) / "config.json").read_text())
+        uploaded["combiner_only"] = config["combiner_only"]
+        return "https://hub.example/commit/1"
+
+    monkeypatch.setattr(hub_upload, "upload_model_folder", capture)
+    assert scot_model.push_to_hub("org/scot-tiny", combiner_only=True, private=True) == "https://hub.example/commit/1"
+    scot_model.save_pretrained(tmp_path, combiner_only=True)
+    assert uploaded["repo_id"] == "org/scot-tiny" and uploaded["kwargs"]["private"] is True
+    assert uploaded["combiner_only"] is True
+    assert uploaded["files"] == hub_upload.model_files_to_upload(tmp_path)
+
+
+@pytest.mark.slow
+def test_real_clip_checkpoint_from_the_hub():
+    """Needs network access to the Hub (deselected by default)."""
+    clip = CLIPModel.from_pretrained("openai/clip-vit-base-patch32")
+    model = ScotModel.from_clip("openai/clip-vit-base-patch32")
+    inputs = model.processor(images=torch.zeros(3, 224, 224, dtype=torch.uint8).permute(1, 2, 0).numpy(), text="a cat")
+    reference = F.normalize(clip.get_image_features(pixel_values=inputs["pixel_values"]).pooler_output, dim=-1)
+    assert torch.allclose(model.get_image_features(inputs["pixel_values"]), reference, atol=1e-5)

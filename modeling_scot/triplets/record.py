@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from datasets import Features, Image, Sequence, Value
+
 
 @dataclass
 class TripletRecord:
@@ -31,3 +33,15 @@ class TripletRecord:
 
 
 TRIPLET_COLUMNS: tuple[str, ...] = tuple(TripletRecord.__dataclass_fields__)
+
+TRIPLET_FEATURES = Features(
+    {
+        "source_id": Value("string"),
+        "image": Image(),
+        "caption": Value("string"),
+        "modification": Value("string"),
+        "modified_caption": Value("string"),
+        "hard_negatives": Sequence(Value("string")),
+    }
+)
+"""Dataset features of triplet records whose images are stored in the dataset."""

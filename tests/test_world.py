@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from modeling_scot.evaluation.metrics import recall_at_k, recall_subset_at_k
 from modeling_scot.word_tokenizer import build_word_level_tokenizer
 from modeling_scot.world import (
     EDIT_TYPES,
@@ -26,8 +27,6 @@ from modeling_scot.world import (
     one_off_variants,
     parse_caption,
     read_attributes,
-    recall_at_k,
-    recall_subset_at_k,
     refer,
     render_scene,
     sample_edit,

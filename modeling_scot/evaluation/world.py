@@ -9,7 +9,8 @@ import torch
 
 from ..encoding import encode_images, encode_texts
 from ..methods import METHODS, compose_queries, slerp
-from ..world import WorldBenchmark, build_benchmark, caption, recall_at_k, recall_subset_at_k, render_scene
+from ..world import WorldBenchmark, build_benchmark, caption, render_scene
+from .metrics import recall_at_k, recall_subset_at_k
 
 ORACLE = "oracle"
 SLERP_ALPHAS = tuple(round(0.1 * i, 1) for i in range(1, 10))

@@ -19,7 +19,6 @@ from .edits import (
     SwapObjects,
     sample_edit,
 )
-from .metrics import recall_at_k, recall_subset_at_k
 from .negatives import hard_negative_captions
 from .refer import refer
 from .render import render_scene
@@ -78,8 +77,6 @@ __all__ = [
     "one_off_variants",
     "parse_caption",
     "read_attributes",
-    "recall_at_k",
-    "recall_subset_at_k",
     "refer",
     "render_scene",
     "sample_edit",

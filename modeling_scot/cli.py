@@ -10,9 +10,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .io_utils import write_json
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
-logger = logging.getLogger("modeling_scot")
 
 
 def add_runtime_options(parser: argparse.ArgumentParser, batch_size: int) -> None:
@@ -112,14 +113,40 @@ def cmd_eval(args: argparse.Namespace) -> int:
     model = load_model(args.model, args.device, args.dtype)
     report = evaluate_world(model, args.seed, methods, num_queries=args.test_queries, batch_size=args.batch_size)
     report = {"benchmark": "world", "seed": args.seed, **report}
-    text = json.dumps(report, indent=2)
-    print(text)
+    print(json.dumps(report, indent=2))
     if args.output:
-        output = Path(args.output)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        tmp = output.with_name(output.name + ".tmp")
-        tmp.write_text(text + "\n")
-        os.replace(tmp, output)
+        write_json(Path(args.output), report)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a Combiner on a triplet dataset; any TrainingArguments flag (e.g. --num_train_epochs 5,
+    --gradient_accumulation_steps 2, --bf16 True) may follow the options below."""
+    from .runtime import resolve_device, resolve_dtype
+    from .training import train_scot
+
+    device = resolve_device(args.device)
+    flags = list(args.training_flags)
+    if device.type == "cpu":
+        flags += ["--use_cpu", "True"]
+    overrides = {
+        name: getattr(args, name)
+        for name in ("temperature", "hard_negative_weight", "caption_negative_weight")
+        if getattr(args, name) is not None
+    }
+    metrics = train_scot(
+        args.clip,
+        args.dataset,
+        Path(args.output),
+        training_flags=flags,
+        batch_size=args.batch_size,
+        dtype=resolve_dtype(args.dtype, device),
+        combiner_only=args.combiner_only,
+        resume=args.resume,
+        **overrides,
+    )
+    print(json.dumps(metrics, indent=2))
+    print(f"model: {Path(args.output) / 'model'}")
     return 0
 
 
@@ -145,6 +172,20 @@ def build_parser() -> argparse.ArgumentParser:
     quick.add_argument("--test-queries", type=int, default=1000, help="benchmark queries")
     add_runtime_options(quick, batch_size=256)
     quick.set_defaults(handler=cmd_quickstart)
+
+    train = commands.add_parser(
+        "train", help="train a Combiner on a triplet dataset", description=cmd_train.__doc__, allow_abbrev=False
+    )
+    train.add_argument("--clip", required=True, help="Hub id or folder of the frozen dual encoder (CLIP, SigLIP, ...)")
+    train.add_argument("--dataset", required=True, help="Hub id or folder of a triplet dataset (train, optional validation)")
+    train.add_argument("--output", required=True, help="output folder: model/, checkpoints/, embedding-cache/")
+    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUTPUT/checkpoints")
+    train.add_argument("--combiner-only", action="store_true", help="save only the Combiner (the config names --clip)")
+    train.add_argument("--temperature", type=float, help="contrastive temperature (default 0.05)")
+    train.add_argument("--hard-negative-weight", type=float, help="weight of hard-negative captions (0 drops them)")
+    train.add_argument("--caption-negative-weight", type=float, help="weight of the original caption (0 drops it)")
+    add_runtime_options(train, batch_size=256)
+    train.set_defaults(handler=cmd_train, accepts_extra=True)
 
     evaluate = commands.add_parser("eval", help="evaluate a saved model on a benchmark", description=cmd_eval.__doc__)
     evaluate.add_argument("--model", required=True, help="Hub id or folder of a saved SCOT model")
@@ -172,7 +213,11 @@ def _version() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `scot` console script."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "accepts_extra", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.training_flags = extra
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         return args.handler(args)

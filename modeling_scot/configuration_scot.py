@@ -42,6 +42,7 @@ class ScotConfig(PreTrainedConfig):
     """
 
     model_type = "scot"
+    keys_to_ignore_at_inference = ["modality_weight", "image_embeds", "text_embeds", "negative_embeds", "caption_embeds"]
     sub_configs_defaults = {"clip_config": SubConfigSpec(config_class=AutoConfig, model_type="clip")}
 
     clip_config: dict | PreTrainedConfig | None = None

@@ -330,7 +330,7 @@ class ScotModel(PreTrainedModel):
         caption_input_ids: torch.Tensor | None = None,
         caption_attention_mask: torch.Tensor | None = None,
         caption_embeds: torch.Tensor | None = None,
-        return_loss: bool | None = None,
+        return_loss: bool = True,
         **image_kwargs,
     ) -> ScotOutput:
         r"""Compose reference images with modification texts; add the SCOT loss when targets are given.
@@ -343,7 +343,7 @@ class ScotModel(PreTrainedModel):
             negative_input_ids, negative_attention_mask: (B, K, L) hard-negative captions, or
                 `negative_embeds` (B, K, D); `negative_mask` (B, K) is False on padding slots.
             caption_input_ids, caption_attention_mask: (B, L) original captions c, or `caption_embeds`.
-            return_loss: compute the loss (default: whenever targets are given).
+            return_loss: compute the loss whenever targets are given (set False to skip it).
             image_kwargs: extra encoder image inputs (SigLIP 2's `pixel_attention_mask`, `spatial_shapes`).
         """
         if image_embeds is None:
@@ -361,11 +361,7 @@ class ScotModel(PreTrainedModel):
             negative_embeds, negative_input_ids, negative_attention_mask, "negative"
         )
         output.caption_embeds = self._embed_or_take(caption_embeds, caption_input_ids, caption_attention_mask, "caption")
-        if return_loss is None:
-            return_loss = output.target_embeds is not None
-        if return_loss:
-            if output.target_embeds is None:
-                raise ValueError("return_loss=True needs target_input_ids or target_embeds")
+        if return_loss and output.target_embeds is not None:
             output.loss = self.contrastive_loss(
                 output.query_embeds,
                 output.target_embeds,

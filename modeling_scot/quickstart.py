@@ -22,6 +22,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from .collators import CachedEmbeddingCollator
 from .embedding_cache import build_embedding_cache
+from .io_utils import write_json
 from .evaluation.world import evaluate_world
 from .modeling_scot import ScotModel
 from .trainer import ScotTrainer
@@ -49,12 +50,6 @@ def scot_home() -> Path:
     return Path(os.environ.get("SCOT_HOME", Path.home() / ".cache" / "scot")).expanduser()
 
 
-def _write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def triplet_dataset(settings: QuickstartSettings, folder: Path) -> Dataset:
     """The rule-written training triplets, generated once and kept at `folder`."""
     marker = folder / "settings.json"
@@ -71,7 +66,7 @@ def triplet_dataset(settings: QuickstartSettings, folder: Path) -> Dataset:
     dataset.save_to_disk(str(tmp))
     shutil.rmtree(folder / "data", ignore_errors=True)
     os.replace(tmp, folder / "data")
-    _write_json(marker, wanted)
+    write_json(marker, wanted)
     return load_from_disk(str(folder / "data"))
 
 
@@ -146,7 +141,7 @@ def run_quickstart(
         "settings": asdict(settings),
         "seconds": round(time.monotonic() - started, 1),
     }
-    _write_json(output / "results.json", results)
+    write_json(output / "results.json", results)
     return results
 
 

@@ -288,7 +288,6 @@ def test_from_pretrained_on_a_clip_folder_points_to_from_clip(tiny_clip_dir):
         (dict(image_embeds=torch.zeros(1, 7), text_embeds=torch.zeros(1, 7)), "16 features"),
         (dict(image_embeds=torch.zeros(2, 16), text_embeds=torch.zeros(1, 16)), "2 rows"),
         (dict(text_embeds=torch.zeros(1, 16)), "pixel_values or image_embeds"),
-        (dict(image_embeds=torch.zeros(1, 16), text_embeds=torch.zeros(1, 16), return_loss=True), "target"),
     ],
 )
 def test_forward_bad_inputs(scot_model, kwargs, message):

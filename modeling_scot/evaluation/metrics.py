@@ -80,3 +80,25 @@ def recall_subset_at_k(
 ) -> dict[int, float]:
     """Recall@K when each query ranks only its own subset of the gallery (CIRR's Recall_subset)."""
     return _recall(_ranks(scores, target_ids, exclude_ids, subset_ids), ks)
+
+
+def text_target_recall(query_embeds: object, target_embeds: object, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+    """Recall@K (percent) of composed queries against the distinct target-caption embeddings of a set.
+
+    Row i of `target_embeds` is query i's target; identical target rows (the same caption) are one
+    candidate, so duplicates neither help nor hurt. This is SCOT's validation metric: it needs no
+    target images.
+    """
+    queries = np.asarray(query_embeds, dtype=np.float64)
+    targets = np.asarray(target_embeds, dtype=np.float64)
+    if queries.ndim != 2 or queries.shape != targets.shape:
+        raise ValueError(f"query_embeds {queries.shape} and target_embeds {targets.shape} must be equal (N, D) matrices")
+    candidates, target_ids = np.unique(targets, axis=0, return_inverse=True)
+    ranks = _ranks(queries @ candidates.T, target_ids.reshape(-1), None, None)
+    return {f"recall@{k}": value for k, value in _recall(ranks, ks).items()}
+
+
+def compute_text_retrieval_metrics(prediction) -> dict[str, float]:
+    """`Trainer(compute_metrics=...)` for a [`ScotModel`]: predictions are (query_embeds, target_embeds)."""
+    query_embeds, target_embeds = prediction.predictions[:2]
+    return text_target_recall(query_embeds, target_embeds)

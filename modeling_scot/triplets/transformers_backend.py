@@ -1,0 +1,93 @@
+"""Triplets from a local causal LM: a `transformers` text-generation pipeline over the model's chat template."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from transformers import pipeline, set_seed
+
+from .chat import ChatBackend, Completion
+from .validation import Limits
+
+
+def _dtype(name: str) -> torch.dtype | str:
+    if name == "auto":
+        return name
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"dtype must be 'auto' or a torch dtype name such as 'bfloat16', got {name!r}")
+    return dtype
+
+
+class TransformersBackend(ChatBackend):
+    """Writes triplets with any causal LM with a chat template, from a Hub id or a local folder.
+
+    Args:
+        model: Hub id or folder of an instruction-tuned causal LM.
+        dtype: `auto` or a torch dtype name (`bfloat16`, `float16`, `float32`).
+        device_map: passed to `from_pretrained` (e.g. `auto` to spread the model over the GPUs).
+        batch_size: prompts generated together (left-padded).
+        trust_remote_code: allow the model repo's own code.
+        The other arguments are those of [`ChatBackend`]; a batch is sampled with the seed of its first request.
+    """
+
+    name = "transformers"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        dtype: str = "auto",
+        device_map: str | None = None,
+        batch_size: int = 8,
+        trust_remote_code: bool = False,
+        temperature: float = 0.8,
+        top_p: float = 0.95,
+        max_new_tokens: int = 512,
+        seed: int = 0,
+        num_hard_negatives: int = 3,
+        limits: Limits | None = None,
+    ) -> None:
+        super().__init__(
+            model,
+            temperature=temperature,
+            top_p=top_p,
+            max_new_tokens=max_new_tokens,
+            seed=seed,
+            num_hard_negatives=num_hard_negatives,
+            limits=limits,
+        )
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = batch_size
+        self.pipeline = pipeline(
+            "text-generation", model=model, dtype=_dtype(dtype), device_map=device_map, trust_remote_code=trust_remote_code
+        )
+        tokenizer = self.pipeline.tokenizer
+        if tokenizer is None or not tokenizer.chat_template:
+            raise ValueError(f"model {model!r} has no tokenizer with a chat template; use an instruction-tuned model")
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+
+    def complete(self, conversations: Sequence[list[dict[str, str]]], seeds: Sequence[int]) -> list[Completion]:
+        if not conversations:
+            return []
+        set_seed(seeds[0])
+        sampling = (
+            dict(do_sample=True, temperature=self.temperature, top_p=self.top_p)
+            if self.temperature > 0
+            else dict(do_sample=False)
+        )
+        outputs = self.pipeline(
+            list(conversations),
+            batch_size=self.batch_size,
+            max_new_tokens=self.max_new_tokens,
+            return_full_text=False,
+            **sampling,
+        )
+        return [Completion(output[0]["generated_text"]) for output in outputs]
+
+
+__all__ = ["TransformersBackend"]

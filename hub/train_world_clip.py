@@ -127,14 +127,16 @@ def lr_at(step: int, total: int, settings: Settings) -> float:
 
 
 @torch.inference_mode()
-def held_out_recall(model: CLIPModel, processor: ScotProcessor, settings: Settings) -> dict[str, float]:
-    """Image->text and text->image Recall@1 (percent) on held-out scenes with canonical captions."""
+def held_out_recall(model: CLIPModel, processor: ScotProcessor, settings: Settings, seen: set) -> dict[str, float]:
+    """Image->text and text->image Recall@1 (percent) on distinct scenes outside the training pool
+    (`seen`), with canonical captions."""
     rng = derived_rng("world-clip-eval", settings.seed)
-    scenes = []
+    scenes: dict = {}
     while len(scenes) < settings.eval_scenes:
         scene = sample_scene(rng)
-        if scene not in scenes:
-            scenes.append(scene)
+        if scene not in seen:
+            scenes.setdefault(scene)
+    scenes = list(scenes)
     pixels = normalise(torch.from_numpy(np.stack([np.asarray(render_scene(s, settings.image_size)) for s in scenes])))
     tokens = processor(text=[caption(s) for s in scenes], return_tensors="pt")
     model.eval()
@@ -215,7 +217,7 @@ of one object changed (hard negatives), with freshly paraphrased captions; symme
 cosine schedule, bf16 autocast on CPU. Steps: {settings.steps}; training time: {elapsed / 60:.1f} minutes on
 {os.cpu_count()} CPU cores.
 
-## Held-out retrieval ({metrics['scenes']} unseen scenes, canonical captions)
+## Held-out retrieval ({metrics['scenes']} scenes outside the training pool, canonical captions)
 
 | direction | Recall@1 (%) |
 |---|---|
@@ -277,11 +279,11 @@ def train(settings: Settings, output: Path, resume: bool) -> dict:
             last_save = time.monotonic()
     bar.close()
     save_state(state_dir, model, optimizer, counters)
-    metrics = held_out_recall(model, processor, settings)
+    metrics = held_out_recall(model, processor, settings, set(scenes))
     model.save_pretrained(output)
     processor.save_pretrained(output)
     (output / "loss_curve.json").write_text(json.dumps(counters["curve"]))
-    command = "python -m hub.train_world_clip " + shlex.join(sys.argv[1:])
+    command = "python -m hub.train_world_clip " + shlex.join(arg for arg in sys.argv[1:] if arg != "--resume")
     parameters = sum(p.numel() for p in model.parameters())
     write_card(output, settings, command, metrics, counters["curve"], parameters, counters["elapsed"])
     return metrics

@@ -106,11 +106,13 @@ class ChatBackend(TripletBackend):
         return [attempt.record for attempt in self.attempt(requests)]
 
 
-def attempt_triplets(backend: TripletBackend, requests: Sequence[CaptionRequest]) -> list[Attempt]:
-    """Attempts of any backend: a chat backend's own, else its records checked by a validator without prompt checks."""
+def attempt_triplets(
+    backend: TripletBackend, requests: Sequence[CaptionRequest], limits: Limits | None = None
+) -> list[Attempt]:
+    """Attempts of any backend: a chat backend's own, else its records checked against `limits` (no prompt checks)."""
     if isinstance(backend, ChatBackend):
         return backend.attempt(requests)
-    validator = TripletValidator(num_hard_negatives=0, forbid_prompt_copies=False)
+    validator = TripletValidator(num_hard_negatives=0, limits=limits or Limits(), forbid_prompt_copies=False)
     attempts = []
     for request, record in zip(requests, backend.generate(requests)):
         if record is None:

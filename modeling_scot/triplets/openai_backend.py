@@ -20,6 +20,7 @@ import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
+from typing import Any
 
 from .chat import NOT_SENT, ChatBackend, Completion
 from .validation import Limits
@@ -127,6 +128,9 @@ class OpenAIBackend(ChatBackend):
         self.json_mode = json_mode
         self._lock = threading.Lock()
         self._sent = 0
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "json_mode": self.json_mode}
 
     @property
     def requests_sent(self) -> int:

@@ -13,13 +13,18 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from datasets import Dataset, DatasetDict, Image, load_dataset, load_from_disk
+
+from ..world import caption, derived_rng, is_test_scene, render_scene, sample_scene, scene_from_id, scene_id
 from .backend import CaptionRequest
 
 TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t", ".jsonl": None}
 WORLD = "world"
+WORLD_DRAWS = 10000
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,10 @@ def _file_spec(kind: str, path: Path) -> dict[str, Any]:
 
 
 class WorldCaptions(CaptionSource):
-    """Paraphrased captions of `num_scenes` random training scenes of the built-in world; the image is the scene id."""
+    """Paraphrased captions of `num_scenes` distinct random training scenes of the built-in world.
+
+    The image and the source id are the scene id.
+    """
 
     def __init__(self, num_scenes: int, seed: int = 0) -> None:
         if num_scenes < 1:
@@ -64,14 +72,17 @@ class WorldCaptions(CaptionSource):
         return {"kind": WORLD, "num_scenes": self.num_scenes, "seed": self.seed}
 
     def __iter__(self) -> Iterator[Caption]:
-        from ..world import caption, derived_rng, is_test_scene, sample_scene, scene_id
-
         rng = derived_rng("world-captions", self.seed)
-        for _ in range(self.num_scenes):
-            scene = sample_scene(rng)
-            while is_test_scene(scene):
+        drawn: set[str] = set()
+        while len(drawn) < self.num_scenes:
+            for _ in range(WORLD_DRAWS):
                 scene = sample_scene(rng)
-            identifier = scene_id(scene)
+                identifier = scene_id(scene)
+                if identifier not in drawn and not is_test_scene(scene):
+                    break
+            else:
+                raise ValueError(f"found only {len(drawn)} distinct training scenes; lower --num-scenes")
+            drawn.add(identifier)
             yield Caption(identifier, identifier, caption(scene, rng))
 
     def count(self) -> int:
@@ -81,7 +92,7 @@ class WorldCaptions(CaptionSource):
 def _field(entry: object, key: str, where: str, types: tuple[type, ...]) -> Any:
     if not isinstance(entry, dict):
         raise ValueError(f"{where} is not an object")
-    if key not in entry:
+    if entry.get(key) is None:
         raise ValueError(f"{where} has no {key!r}")
     value = entry[key]
     if not isinstance(value, types) or isinstance(value, bool):
@@ -169,9 +180,7 @@ class TableCaptions(CaptionSource):
         return sum(1 for _ in self._rows())
 
 
-def _load_dataset(source: str, split: str):
-    from datasets import DatasetDict, load_dataset, load_from_disk
-
+def _load_dataset(source: str, split: str) -> Dataset:
     path = Path(source)
     saved = any((path / name).is_file() for name in ("state.json", "dataset_dict.json"))
     try:
@@ -195,8 +204,6 @@ class DatasetCaptions(CaptionSource):
     """
 
     def __init__(self, source: str, split: str, image_column: str, caption_column: str, id_column: str | None) -> None:
-        from datasets import Image
-
         self.source, self.split = source, split
         self.dataset = _load_dataset(source, split)
         self.columns = {"image": image_column, "caption": caption_column, "id": id_column}
@@ -294,12 +301,6 @@ def _local_file(root: Path | None) -> ImageLookup:
 
 
 def _world_render(image_size: int) -> ImageLookup:
-    from functools import lru_cache
-
-    from datasets import Image
-
-    from ..world import render_scene, scene_from_id
-
     @lru_cache(maxsize=64)
     def lookup(source_id: str, image: str) -> dict[str, Any]:
         return Image().encode_example(render_scene(scene_from_id(image), image_size))
@@ -317,7 +318,8 @@ def image_lookup(spec: dict[str, Any], first_image: str, images_root: Path | Non
     if spec["kind"] == WORLD:
         return _world_render(image_size)
     if spec["kind"] == "dataset" and spec["image_feature"]:
-        source = DatasetCaptions(spec["source"], spec["split"], **spec["columns"])
+        columns = spec["columns"]
+        source = DatasetCaptions(spec["source"], spec["split"], columns["image"], columns["caption"], columns["id"])
         return lambda source_id, image: source.image_bytes(image)
     if images_root is not None:
         if not images_root.is_dir():

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import pipeline, set_seed
@@ -60,9 +62,16 @@ class TransformersBackend(ChatBackend):
         )
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if model.startswith(("/", ".", "~")) and not Path(model).expanduser().is_dir():
+            raise FileNotFoundError(f"model folder not found: {model}")
         self.batch_size = batch_size
+        self.dtype = dtype
         self.pipeline = pipeline(
-            "text-generation", model=model, dtype=_dtype(dtype), device_map=device_map, trust_remote_code=trust_remote_code
+            "text-generation",
+            model=str(Path(model).expanduser()) if model.startswith("~") else model,
+            dtype=_dtype(dtype),
+            device_map=device_map,
+            trust_remote_code=trust_remote_code,
         )
         tokenizer = self.pipeline.tokenizer
         if tokenizer is None or not tokenizer.chat_template:
@@ -70,6 +79,9 @@ class TransformersBackend(ChatBackend):
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "dtype": self.dtype}
 
     def complete(self, conversations: Sequence[list[dict[str, str]]], seeds: Sequence[int]) -> list[Completion]:
         if not conversations:

@@ -1,0 +1,124 @@
+"""Upload a dataset folder written by `hub.build_dataset` to a Hugging Face Hub dataset repo.
+
+    python -m hub.push_dataset --folder scot-triplets/ --repo-id org/scot-triplets [--private] [--dry-run] [--token T]
+
+The folder is checked first (a README.md with YAML that lists `configs`, parquet files under data/);
+--dry-run lists the files that would be uploaded and makes no network call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import sys
+from pathlib import Path
+
+import yaml
+from huggingface_hub import HfApi
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
+
+from hub.push_model import _one_line, _print_dry_run
+from modeling_scot.hub_upload import model_files_to_upload
+
+DEFAULT_COMMIT_MESSAGE = "Upload SCOT triplets"
+
+
+def _card_yaml(readme: Path) -> dict:
+    text = readme.read_text(encoding="utf-8")
+    parts = text.split("---", 2) if text.startswith("---") else []
+    if len(parts) < 3:
+        raise ValueError(f"{readme} has no YAML header between '---' lines")
+    try:
+        header = yaml.safe_load(parts[1])
+    except yaml.YAMLError as err:
+        raise ValueError(f"{readme} has invalid YAML: {err}") from err
+    if not isinstance(header, dict):
+        raise ValueError(f"{readme} YAML header is not a mapping")
+    return header
+
+
+def dataset_files_to_upload(folder: Path) -> list[str]:
+    """Check that `folder` is a dataset folder with a card and parquet data; the files to upload, sorted."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"dataset folder not found: {folder}")
+    readme = folder / "README.md"
+    if not readme.is_file():
+        raise ValueError(f"{folder} has no README.md dataset card: build it with python -m hub.build_dataset")
+    if "configs" not in _card_yaml(readme):
+        raise ValueError(f"{readme} YAML has no 'configs' listing the data files of each split")
+    files = model_files_to_upload(folder)
+    if not any(name.endswith(".parquet") for name in files):
+        raise ValueError(f"{folder} holds no parquet files")
+    return files
+
+
+def push_dataset(
+    folder: Path,
+    repo_id: str,
+    *,
+    private: bool | None = None,
+    token: str | None = None,
+    commit_message: str = DEFAULT_COMMIT_MESSAGE,
+    dry_run: bool = False,
+) -> list[str] | str:
+    """Upload exactly the files of `folder` to the dataset repo `repo_id` (created when missing).
+
+    With `dry_run` return the files, without any network call; otherwise the commit URL.
+    """
+    files = dataset_files_to_upload(folder)
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise ValueError(f"invalid --repo-id {repo_id!r}: use 'name' or 'org/name'") from err
+    if dry_run:
+        return files
+    api = HfApi(token=token)
+    repo_id = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True).repo_id
+    commit = api.upload_folder(
+        repo_id=repo_id,
+        repo_type="dataset",
+        folder_path=folder,
+        commit_message=commit_message,
+        allow_patterns=[glob.escape(name) for name in files],
+    )
+    return commit.commit_url
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m hub.push_dataset", description="Check a built triplet dataset folder and upload it to a Hub dataset repo."
+    )
+    parser.add_argument("--folder", required=True, type=Path, help="folder written by hub.build_dataset")
+    parser.add_argument("--repo-id", required=True, help="target dataset repo, 'name' or 'org/name'")
+    parser.add_argument("--private", action="store_true", default=None, help="create the repo as private")
+    parser.add_argument("--dry-run", action="store_true", help="list the files to upload and upload nothing")
+    parser.add_argument("--token", help="Hub token (default: the stored login or HF_TOKEN)")
+    parser.add_argument("--commit-message", default=DEFAULT_COMMIT_MESSAGE)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit status (2 on any error)."""
+    args = _parser().parse_args(argv)
+    try:
+        result = push_dataset(
+            args.folder,
+            args.repo_id,
+            private=args.private,
+            token=args.token,
+            commit_message=args.commit_message,
+            dry_run=args.dry_run,
+        )
+    except (OSError, ValueError) as err:
+        print(f"error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        _print_dry_run(args.folder, result, args.repo_id)
+    else:
+        print(f"uploaded {args.folder} to dataset {args.repo_id}: {result}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -23,7 +23,6 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .chat import NOT_SENT, ChatBackend, Completion
-from .validation import Limits
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
@@ -94,22 +93,9 @@ class OpenAIBackend(ChatBackend):
         backoff: float = 0.5,
         max_backoff: float = 30.0,
         json_mode: bool = False,
-        temperature: float = 0.8,
-        top_p: float = 0.95,
-        max_new_tokens: int = 512,
-        seed: int = 0,
-        num_hard_negatives: int = 3,
-        limits: Limits | None = None,
+        **chat_options: Any,
     ) -> None:
-        super().__init__(
-            model,
-            temperature=temperature,
-            top_p=top_p,
-            max_new_tokens=max_new_tokens,
-            seed=seed,
-            num_hard_negatives=num_hard_negatives,
-            limits=limits,
-        )
+        super().__init__(model, **chat_options)
         if concurrency < 1 or max_retries < 0 or timeout <= 0 or (max_requests is not None and max_requests < 0):
             raise ValueError(
                 "need concurrency >= 1, max_retries >= 0, timeout > 0 and max_requests >= 0, got "

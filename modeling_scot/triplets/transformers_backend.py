@@ -10,7 +10,6 @@ import torch
 from transformers import pipeline, set_seed
 
 from .chat import ChatBackend, Completion
-from .validation import Limits
 
 
 def _dtype(name: str) -> torch.dtype | str:
@@ -44,22 +43,9 @@ class TransformersBackend(ChatBackend):
         device_map: str | None = None,
         batch_size: int = 8,
         trust_remote_code: bool = False,
-        temperature: float = 0.8,
-        top_p: float = 0.95,
-        max_new_tokens: int = 512,
-        seed: int = 0,
-        num_hard_negatives: int = 3,
-        limits: Limits | None = None,
+        **chat_options: Any,
     ) -> None:
-        super().__init__(
-            model,
-            temperature=temperature,
-            top_p=top_p,
-            max_new_tokens=max_new_tokens,
-            seed=seed,
-            num_hard_negatives=num_hard_negatives,
-            limits=limits,
-        )
+        super().__init__(model, **chat_options)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if model.startswith(("/", ".", "~")) and not Path(model).expanduser().is_dir():

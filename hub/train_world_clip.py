@@ -31,9 +31,10 @@ from tqdm.auto import tqdm
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
 from modeling_scot import ScotProcessor
+from modeling_scot.triplets import CaptionRequest, RulesBackend
 from modeling_scot.word_tokenizer import build_word_level_tokenizer
 from modeling_scot.world import caption, one_off_variants, render_scene, sample_scene, world_vocabulary
-from modeling_scot.world.scene import derived_rng
+from modeling_scot.world.scene import derived_rng, scene_id
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -62,6 +63,9 @@ class Settings:
     warmup_steps: int = 200
     bf16: bool = True
     eval_scenes: int = 1000
+    edit_pairs_per_batch: int = 96
+    edit_loss_weight: float = 0.5
+    edit_logit_scale: float = 20.0
 
 
 def clip_config(settings: Settings, vocab_size: int) -> CLIPConfig:
@@ -117,6 +121,29 @@ def render_pool(settings: Settings) -> tuple[list, torch.Tensor]:
     for index, scene in enumerate(tqdm(scenes, desc="rendering scenes", unit="img")):
         pixels[index] = np.asarray(render_scene(scene, image_size=settings.image_size))
     return scenes, torch.from_numpy(pixels)
+
+
+def edit_texts(scenes: list, rng: random.Random, count: int, backend: RulesBackend) -> list[str]:
+    """`count` rule-written (caption, modification, modified caption) triples from training scenes and
+    training changes only, flattened as captions + modifications + modified captions."""
+    triples = []
+    while len(triples) < count:
+        scene = scenes[rng.randrange(len(scenes))]
+        request = CaptionRequest(scene_id(scene), None, caption(scene, rng), rng.randrange(1 << 30))
+        record = backend.generate([request])[0]
+        if record is not None:
+            triples.append((record.caption, record.modification, record.modified_caption))
+    return [text for column in zip(*triples) for text in column]
+
+
+def edit_direction_loss(model: CLIPModel, tokens, count: int, scale: float) -> torch.Tensor:
+    """InfoNCE between each modification's embedding and the direction from its caption to its modified
+    caption (normalised T_u - T_c), against the other directions of the batch, both ways."""
+    embeds = F.normalize(model.get_text_features(**tokens).pooler_output.float(), dim=-1)
+    captions, modifications, targets = embeds.split(count)
+    logits = scale * modifications @ F.normalize(targets - captions, dim=-1).T
+    labels = torch.arange(count)
+    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
 
 
 def lr_at(step: int, total: int, settings: Settings) -> float:
@@ -186,7 +213,9 @@ def load_state(folder: Path, model: CLIPModel, optimizer: torch.optim.Optimizer)
 def write_card(
     output: Path, settings: Settings, command: str, metrics: dict, curve: list, parameters: int, elapsed: float
 ) -> None:
-    losses = "\n".join(f"| {row['step']} | {row['loss']:.4f} |" for row in curve[:: max(1, len(curve) // 20)])
+    losses = "\n".join(
+        f"| {row['step']} | {row['loss']:.4f} | {row['edit_loss']:.4f} |" for row in curve[:: max(1, len(curve) // 20)]
+    )
     text = f"""---
 license: apache-2.0
 library_name: transformers
@@ -214,7 +243,12 @@ Settings: `{json.dumps(asdict(settings))}`
 
 Each batch holds {settings.pairs_per_batch} rendered scenes and, for each, a variant with one attribute
 of one object changed (hard negatives), with freshly paraphrased captions; symmetric CLIP loss, AdamW,
-cosine schedule, bf16 autocast on CPU. Steps: {settings.steps}; training time: {elapsed / 60:.1f} minutes on
+cosine schedule, bf16 autocast on CPU. Like a web-trained CLIP, whose text tower has read plenty of
+instructions, this one also learns what edit wording means: a text-only loss (weight
+{settings.edit_loss_weight}) aligns the embedding of each of {settings.edit_pairs_per_batch} rule-written
+modification texts per batch with the direction from its caption to the modified caption, contrasted with
+the batch's other directions. Those texts come from training scenes and training changes only (the
+benchmark's held-out changes and test scenes never occur). Steps: {settings.steps}; training time: {elapsed / 60:.1f} minutes on
 {os.cpu_count()} CPU cores.
 
 ## Held-out retrieval ({metrics['scenes']} scenes outside the training pool, canonical captions)
@@ -226,8 +260,8 @@ cosine schedule, bf16 autocast on CPU. Steps: {settings.steps}; training time: {
 
 ## Loss curve (every {max(1, len(curve) // 20)}th logged step; all steps in `loss_curve.json`)
 
-| step | loss |
-|---|---|
+| step | CLIP loss | edit-direction loss |
+|---|---|---|
 {losses}
 
 ## License
@@ -249,6 +283,7 @@ def train(settings: Settings, output: Path, resume: bool) -> dict:
         counters = load_state(state_dir, model, optimizer)
         print(f"resuming at step {counters['step']}", file=sys.stderr)
     scenes, pixels = render_pool(settings)
+    backend = RulesBackend(seed=settings.seed, num_hard_negatives=0)
     model.train()
     bar = tqdm(desc="training world CLIP", unit="step", initial=counters["step"])
     last_save = time.monotonic()
@@ -259,10 +294,13 @@ def train(settings: Settings, output: Path, resume: bool) -> dict:
         pairs = rng.sample(range(settings.pool_pairs), settings.pairs_per_batch)
         rows = [index for pair in pairs for index in (2 * pair, 2 * pair + 1)]
         tokens = processor(text=[caption(scenes[i], rng) for i in rows], return_tensors="pt")
+        edit_tokens = processor(text=edit_texts(scenes, rng, settings.edit_pairs_per_batch, backend), return_tensors="pt")
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, settings.steps, settings)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings.bf16):
-            loss = model(pixel_values=normalise(pixels[rows]), return_loss=True, **tokens).loss
+            clip_loss = model(pixel_values=normalise(pixels[rows]), return_loss=True, **tokens).loss
+            edit_loss = edit_direction_loss(model, edit_tokens, settings.edit_pairs_per_batch, settings.edit_logit_scale)
+            loss = clip_loss + settings.edit_loss_weight * edit_loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -271,9 +309,11 @@ def train(settings: Settings, output: Path, resume: bool) -> dict:
             model.logit_scale.clamp_(0, math.log(100))
         counters["step"] += 1
         counters["elapsed"] += time.monotonic() - started
-        counters["curve"].append({"step": counters["step"], "loss": round(loss.item(), 5)})
+        counters["curve"].append(
+            {"step": counters["step"], "loss": round(clip_loss.item(), 5), "edit_loss": round(edit_loss.item(), 5)}
+        )
         bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+        bar.set_postfix(loss=f"{clip_loss.item():.3f}", edit=f"{edit_loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
         if time.monotonic() - last_save > 120:
             save_state(state_dir, model, optimizer, counters)
             last_save = time.monotonic()

@@ -32,6 +32,8 @@ from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
 from modeling_scot import ScotProcessor
 from modeling_scot.triplets import CaptionRequest, RulesBackend
+from modeling_scot.triplets.rules import training_edit
+from modeling_scot.world.split import is_test_scene
 from modeling_scot.word_tokenizer import build_word_level_tokenizer
 from modeling_scot.world import caption, one_off_variants, render_scene, sample_scene, world_vocabulary
 from modeling_scot.world.scene import derived_rng, scene_id
@@ -39,6 +41,13 @@ from modeling_scot.world.scene import derived_rng, scene_id
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 STATE_DIR = ".train-state"
+EDIT_OBJECTIVES = {
+    "paraphrase": "a text-only contrastive loss pulls two rule-written phrasings of the same edit together "
+    "and pushes them from the batch's other edits",
+    "direction": "a text-only contrastive loss aligns each rule-written modification text with the direction "
+    "from its caption to the modified caption (this hands the training-free sum and Slerp baselines the "
+    "composition itself)",
+}
 
 
 @dataclass
@@ -63,6 +72,7 @@ class Settings:
     warmup_steps: int = 200
     bf16: bool = True
     eval_scenes: int = 1000
+    edit_objective: str = "paraphrase"
     edit_pairs_per_batch: int = 96
     edit_loss_weight: float = 0.5
     edit_logit_scale: float = 20.0
@@ -134,6 +144,28 @@ def edit_texts(scenes: list, rng: random.Random, count: int, backend: RulesBacke
         if record is not None:
             triples.append((record.caption, record.modification, record.modified_caption))
     return [text for column in zip(*triples) for text in column]
+
+
+def paraphrase_texts(scenes: list, rng: random.Random, count: int) -> list[str]:
+    """`count` training edits of training scenes, each phrased twice: first phrasings, then second ones."""
+    pairs = []
+    while len(pairs) < count:
+        scene = scenes[rng.randrange(len(scenes))]
+        found = None if is_test_scene(scene) else training_edit(scene, rng)
+        if found is not None:
+            pairs.append((found[0].describe(scene, rng), found[0].describe(scene, rng)))
+    return [text for column in zip(*pairs) for text in column]
+
+
+def paraphrase_loss(model: CLIPModel, tokens, count: int, scale: float) -> torch.Tensor:
+    """InfoNCE between two phrasings of the same edit, against the batch's other edits, both ways: the text
+    tower learns what edit wording means (which change, to which object) without being told how an edit
+    moves a caption's embedding."""
+    embeds = F.normalize(model.get_text_features(**tokens).pooler_output.float(), dim=-1)
+    first, second = embeds.split(count)
+    logits = scale * first @ second.T
+    labels = torch.arange(count)
+    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
 
 
 def edit_direction_loss(model: CLIPModel, tokens, count: int, scale: float) -> torch.Tensor:
@@ -244,11 +276,10 @@ Settings: `{json.dumps(asdict(settings))}`
 Each batch holds {settings.pairs_per_batch} rendered scenes and, for each, a variant with one attribute
 of one object changed (hard negatives), with freshly paraphrased captions; symmetric CLIP loss, AdamW,
 cosine schedule, bf16 autocast on CPU. Like a web-trained CLIP, whose text tower has read plenty of
-instructions, this one also learns what edit wording means: a text-only loss (weight
-{settings.edit_loss_weight}) aligns the embedding of each of {settings.edit_pairs_per_batch} rule-written
-modification texts per batch with the direction from its caption to the modified caption, contrasted with
-the batch's other directions. Those texts come from training scenes and training changes only (the
-benchmark's held-out changes and test scenes never occur). Steps: {settings.steps}; training time: {elapsed / 60:.1f} minutes on
+instructions, this one also learns what edit wording means: {EDIT_OBJECTIVES[settings.edit_objective]}
+(weight {settings.edit_loss_weight}, {settings.edit_pairs_per_batch} edits per batch). Those texts come
+from training scenes and training changes only (the benchmark's held-out changes and test scenes never
+occur). Steps: {settings.steps}; training time: {elapsed / 60:.1f} minutes on
 {os.cpu_count()} CPU cores.
 
 ## Held-out retrieval ({metrics['scenes']} scenes outside the training pool, canonical captions)
@@ -294,12 +325,16 @@ def train(settings: Settings, output: Path, resume: bool) -> dict:
         pairs = rng.sample(range(settings.pool_pairs), settings.pairs_per_batch)
         rows = [index for pair in pairs for index in (2 * pair, 2 * pair + 1)]
         tokens = processor(text=[caption(scenes[i], rng) for i in rows], return_tensors="pt")
-        edit_tokens = processor(text=edit_texts(scenes, rng, settings.edit_pairs_per_batch, backend), return_tensors="pt")
+        if settings.edit_objective == "paraphrase":
+            texts, edit_loss_fn = paraphrase_texts(scenes, rng, settings.edit_pairs_per_batch), paraphrase_loss
+        else:
+            texts, edit_loss_fn = edit_texts(scenes, rng, settings.edit_pairs_per_batch, backend), edit_direction_loss
+        edit_tokens = processor(text=texts, return_tensors="pt")
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, settings.steps, settings)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings.bf16):
             clip_loss = model(pixel_values=normalise(pixels[rows]), return_loss=True, **tokens).loss
-            edit_loss = edit_direction_loss(model, edit_tokens, settings.edit_pairs_per_batch, settings.edit_logit_scale)
+            edit_loss = edit_loss_fn(model, edit_tokens, settings.edit_pairs_per_batch, settings.edit_logit_scale)
             loss = clip_loss + settings.edit_loss_weight * edit_loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -340,6 +375,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             parser.add_argument(f"--{field.replace('_', '-')}", type=kind, default=default)
     args = parser.parse_args(argv)
+    if args.edit_objective not in EDIT_OBJECTIVES:
+        parser.error(f"--edit-objective must be one of {sorted(EDIT_OBJECTIVES)}")
     settings = Settings(**{field: getattr(args, field) for field in asdict(Settings())})
     args.output.mkdir(parents=True, exist_ok=True)
     metrics = train(settings, args.output, args.resume)

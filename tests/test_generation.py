@@ -252,7 +252,7 @@ def kill_after_first_shard(argv, folder):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     while not (folder / "shard-00000.jsonl").exists():
         assert process.poll() is None, "the run ended before its first shard"
         assert time.monotonic() < deadline

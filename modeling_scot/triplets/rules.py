@@ -23,7 +23,7 @@ RULES_VERSION = "world-rules-1"
 EDIT_ATTEMPTS = 50
 
 
-def _training_edit(scene: Scene, rng: random.Random) -> tuple[Edit, Scene] | None:
+def training_edit(scene: Scene, rng: random.Random) -> tuple[Edit, Scene] | None:
     """A random edit of `scene` whose result is a training scene reached by a training combination."""
     for _ in range(EDIT_ATTEMPTS):
         edit = sample_edit(scene, rng)
@@ -71,7 +71,7 @@ class RulesBackend(TripletBackend):
         if is_test_scene(scene):
             return None
         rng = derived_rng("rules", self.seed, request.source_id, request.variant)
-        found = _training_edit(scene, rng)
+        found = training_edit(scene, rng)
         if found is None:
             return None
         edit, target = found

@@ -27,6 +27,7 @@ import yaml
 from datasets import Features, Image, Sequence, Value
 from tqdm import tqdm
 
+from hub.cli_output import fail
 from modeling_scot.triplets.shards import ACCEPTED, iter_shard_rows, read_manifest
 from modeling_scot.triplets.sources import ImageLookup, image_lookup
 from modeling_scot.triplets.validation import REJECTION_REASONS
@@ -315,8 +316,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=not args.no_progress,
         )
     except (OSError, ValueError) as err:
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
+        return fail(err)
     splits = ", ".join(f"{split} {c['rows']} triplets of {c['images']} images" for split, c in counts["splits"].items())
     print(f"wrote {args.output}: {splits}")
     return 0

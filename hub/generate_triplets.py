@@ -21,6 +21,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from hub.cli_output import fail
 from modeling_scot.triplets.backend import CaptionRequest, TripletBackend
 from modeling_scot.triplets.chat import NOT_SENT, attempt_triplets
 from modeling_scot.triplets.registry import BACKEND_NAMES, get_backend
@@ -203,10 +204,6 @@ def _backend(args: argparse.Namespace, limits: Limits) -> TripletBackend:
     return get_backend(args.backend, **options)
 
 
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split())
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status (2 on any error, 130 when interrupted)."""
     args = _parser().parse_args(argv)
@@ -239,8 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"interrupted: finished rows are in {args.output}; rerun with --resume to continue", file=sys.stderr)
         return 130
     except (OSError, ValueError, RuntimeError) as err:
-        print(f"error: {_one_line(err)}", file=sys.stderr)
-        return 2
+        return fail(err)
     print(f"{status}: {state.summary()}; {len(state.shards)} shards in {args.output}")
     if status == "stopped":
         print("the request cap was reached: rerun with --resume (and a higher --max-requests) to continue")

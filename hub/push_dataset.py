@@ -18,7 +18,7 @@ from huggingface_hub import HfApi
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
-from hub.push_model import _one_line, _print_dry_run
+from hub.cli_output import run_upload
 from modeling_scot.hub_upload import model_files_to_upload
 
 DEFAULT_COMMIT_MESSAGE = "Upload SCOT triplets"
@@ -101,8 +101,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status (2 on any error)."""
     args = _parser().parse_args(argv)
-    try:
-        result = push_dataset(
+
+    def upload() -> list[str] | str:
+        return push_dataset(
             args.folder,
             args.repo_id,
             private=args.private,
@@ -110,15 +111,8 @@ def main(argv: list[str] | None = None) -> int:
             commit_message=args.commit_message,
             dry_run=args.dry_run,
         )
-    except (OSError, ValueError) as err:
-        print(f"error: {_one_line(err)}", file=sys.stderr)
-        return 2
-    if args.dry_run:
-        _print_dry_run(args.folder, result, args.repo_id)
-    else:
-        print(f"uploaded {args.folder} to dataset {args.repo_id}: {result}")
-    return 0
 
+    return run_upload(upload, args.folder, args.repo_id, args.dry_run, "dataset")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
+from hub.cli_output import run_upload
 from modeling_scot.hub_upload import upload_model_folder
 
 
@@ -29,34 +29,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _human_size(size: int) -> str:
-    if size < 1000:
-        return f"{size} B"
-    value = float(size)
-    for unit in ("kB", "MB", "GB", "TB"):
-        value /= 1000
-        if value < 1000 or unit == "TB":
-            break
-    return f"{value:.1f} {unit}"
-
-
-def _print_dry_run(folder: Path, files: list[str], repo_id: str) -> None:
-    sizes = [(folder / name).stat().st_size for name in files]
-    for name, size in zip(files, sizes):
-        print(f"{_human_size(size):>10}  {name}")
-    print(f"{_human_size(sum(sizes)):>10}  total, {len(files)} files")
-    print(f"dry run: nothing was uploaded to {repo_id}")
-
-
-def _one_line(err: Exception) -> str:
-    return " ".join(line.strip() for line in str(err).splitlines() if line.strip())
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status (2 on any error)."""
     args = _parser().parse_args(argv)
-    try:
-        result = upload_model_folder(
+
+    def upload() -> list[str] | str:
+        return upload_model_folder(
             args.model,
             args.repo_id,
             private=args.private,
@@ -65,15 +43,8 @@ def main(argv: list[str] | None = None) -> int:
             commit_message=args.commit_message,
             dry_run=args.dry_run,
         )
-    except (OSError, ValueError) as err:
-        print(f"error: {_one_line(err)}", file=sys.stderr)
-        return 2
-    if args.dry_run:
-        _print_dry_run(Path(args.model), result, args.repo_id)
-    else:
-        print(f"uploaded {args.model} to {args.repo_id}: {result}")
-    return 0
 
+    return run_upload(upload, args.model, args.repo_id, args.dry_run, "model")
 
 if __name__ == "__main__":
     sys.exit(main())

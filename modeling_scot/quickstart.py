@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 from datasets import Dataset, load_from_disk
 from transformers import TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
@@ -59,7 +60,8 @@ def triplet_dataset(settings: QuickstartSettings, folder: Path) -> Dataset:
     records = generate_world_triplets(
         settings.seed, settings.num_scenes, settings.edits_per_scene, num_hard_negatives=settings.num_hard_negatives
     )
-    rows = [record.to_dict() for record in _progress(records, settings.num_scenes * settings.edits_per_scene)]
+    total = settings.num_scenes * settings.edits_per_scene
+    rows = [record.to_dict() for record in tqdm(records, total=total, desc="writing triplets", unit="triplet")]
     dataset = Dataset.from_list(rows, features=TRIPLET_FEATURES)
     tmp = folder / "data.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -68,12 +70,6 @@ def triplet_dataset(settings: QuickstartSettings, folder: Path) -> Dataset:
     os.replace(tmp, folder / "data")
     write_json(marker, wanted)
     return load_from_disk(str(folder / "data"))
-
-
-def _progress(records, total: int):
-    from tqdm.auto import tqdm
-
-    return tqdm(records, total=total, desc="writing triplets", unit="triplet")
 
 
 def train_combiner(

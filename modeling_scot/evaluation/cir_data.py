@@ -1,0 +1,277 @@
+"""Benchmark splits for composed image retrieval, shared by the CIRR, FashionIQ, CIRCO and GeneCIS loaders.
+
+A [`CIRSplit`] holds the queries (reference image id + modification text, and the answers where the
+split has them), the gallery the queries are ranked against and where every image lives. Scores are
+always a (queries, gallery) matrix whose columns follow `CIRSplit.gallery`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from PIL import Image
+
+GENECIS_DILATION = 0.7
+
+Box = tuple[float, float, float, float]
+
+
+class AnnotationError(ValueError):
+    """A benchmark file that cannot be read as the official format: names the file, the entry and the field."""
+
+    def __init__(
+        self,
+        file: Path,
+        problem: str,
+        index: int | None = None,
+        entry_id: str | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.file, self.index, self.entry_id, self.field = Path(file), index, entry_id, field
+        where = [str(file)]
+        if index is not None:
+            where.append(f"entry {index}" + (f" (id {entry_id})" if entry_id is not None else ""))
+        elif entry_id is not None:
+            where.append(f"entry {entry_id}")
+        if field is not None:
+            where.append(f"field {field!r}")
+        super().__init__(f"{': '.join(where)}: {problem}")
+
+
+class MissingImagesError(FileNotFoundError):
+    """Image files of a split that are not on disk."""
+
+
+@dataclass(frozen=True)
+class CIRQuery:
+    """One composed query.
+
+    Attributes:
+        query_id: the benchmark's id (CIRR pairid, CIRCO id); FashionIQ and GeneCIS have none, so
+            "<category or task>-<index in the file>".
+        reference: reference image id.
+        text: the modification text to encode.
+        target: the annotated target image id; None where the split has no targets.
+        positives: every correct image id (CIRCO's gt_img_ids; otherwise the target alone; empty without targets).
+        captions: the raw caption strings of the file (FashionIQ has two per query).
+        subset: CIRR's img_set members, the reference included as in the file.
+        gallery: the query's own gallery (GeneCIS), target first.
+        shared_concept: CIRCO's shared concept between reference and target.
+    """
+
+    query_id: str
+    reference: str
+    text: str
+    target: str | None
+    positives: tuple[str, ...] = ()
+    captions: tuple[str, ...] = ()
+    subset: tuple[str, ...] | None = None
+    gallery: tuple[str, ...] | None = None
+    shared_concept: str | None = None
+
+
+@dataclass(frozen=True)
+class CIRSplit:
+    """A benchmark split ready to embed and score.
+
+    Attributes:
+        benchmark: "cirr", "fashioniq", "circo" or "genecis".
+        split: the split name (GeneCIS: the task).
+        queries: the queries in file order.
+        gallery: image ids scored for every query, in the order of the score matrix columns.
+        image_paths: file of every image id (gallery and references).
+        remove_reference: whether the protocol drops each query's reference image from its ranking.
+        has_targets: whether the split's targets are public.
+        annotation_file: the file the queries come from.
+        category: FashionIQ's category; None elsewhere.
+        crop_boxes: (x, y, width, height) of the instance to crop, per image id (GeneCIS attribute tasks).
+    """
+
+    benchmark: str
+    split: str
+    queries: list[CIRQuery]
+    gallery: tuple[str, ...]
+    image_paths: Mapping[str, Path]
+    remove_reference: bool
+    has_targets: bool
+    annotation_file: Path
+    category: str | None = None
+    crop_boxes: Mapping[str, Box] = field(default_factory=dict)
+
+    @cached_property
+    def gallery_index(self) -> dict[str, int]:
+        """Column of each gallery image id in the score matrix."""
+        return {image_id: column for column, image_id in enumerate(self.gallery)}
+
+    @property
+    def texts(self) -> list[str]:
+        """Each query's modification text, in query order."""
+        return [query.text for query in self.queries]
+
+    @property
+    def reference_ids(self) -> list[str]:
+        """The distinct reference image ids, in order of first use."""
+        return list(dict.fromkeys(query.reference for query in self.queries))
+
+    @property
+    def name(self) -> str:
+        """The split's name in messages: benchmark, category (if any) and split."""
+        return " ".join(part for part in (self.benchmark, self.category, self.split) if part)
+
+    @property
+    def has_query_galleries(self) -> bool:
+        """Whether queries rank only their own gallery (GeneCIS)."""
+        return any(query.gallery is not None for query in self.queries)
+
+    def open_image(self, image_id: str) -> Image.Image:
+        """The RGB image for `image_id`, cropped as the benchmark prescribes."""
+        with Image.open(self.image_paths[image_id]) as raw:
+            image = raw.convert("RGB")
+        box = self.crop_boxes.get(image_id)
+        return image if box is None else crop_instance(image, box)
+
+
+def crop_instance(image: Image.Image, box: Box, dilation: float = GENECIS_DILATION) -> Image.Image:
+    """GeneCIS's instance crop: grow the box by `dilation` times its size, clip it, pad to a black square.
+
+    The crop's top-left corner moves up and left by `dilation` times the box size; its far corner lies
+    (1 + dilation) box sizes beyond that, both clipped to the image. The crop is then centred on a
+    black square canvas.
+    """
+    x, y, width, height = box
+    left, top = max(0.0, x - dilation * width), max(0.0, y - dilation * height)
+    right = min(image.width, left + (1 + dilation) * width)
+    bottom = min(image.height, top + (1 + dilation) * height)
+    crop = image.crop((left, top, right, bottom))
+    side = max(crop.size)
+    canvas = Image.new(crop.mode, (side, side), (0, 0, 0))
+    canvas.paste(crop, ((side - crop.width) // 2, (side - crop.height) // 2))
+    return canvas
+
+
+def check_images(split: CIRSplit, shown: int = 5) -> None:
+    """Raise [`MissingImagesError`] listing the first `shown` missing image files and how many are missing."""
+    missing = sorted({str(path) for path in split.image_paths.values() if not Path(path).is_file()})
+    if missing:
+        listed = "\n  ".join(missing[:shown])
+        more = f"\n  ... and {len(missing) - shown} more" if len(missing) > shown else ""
+        raise MissingImagesError(
+            f"{split.name}: {len(missing)} of {len(set(split.image_paths.values()))} "
+            f"image files are missing:\n  {listed}{more}"
+        )
+
+
+def _reject_duplicate_keys(file: Path) -> Callable[[list[tuple[str, object]]], dict[str, object]]:
+    def hook(pairs: list[tuple[str, object]]) -> dict[str, object]:
+        result = {}
+        for key, value in pairs:
+            if key in result:
+                raise AnnotationError(file, "appears twice in one JSON object", entry_id=key)
+            result[key] = value
+        return result
+
+    return hook
+
+
+def read_json(file: Path) -> object:
+    """Parse a JSON file; a missing file, invalid JSON or a key repeated within one object raise [`AnnotationError`]."""
+    file = Path(file)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise AnnotationError(file, "file not found") from None
+    try:
+        return json.loads(text, object_pairs_hook=_reject_duplicate_keys(file))
+    except json.JSONDecodeError as error:
+        raise AnnotationError(file, f"invalid JSON: {error}") from None
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One object of an annotation file, with typed field access that fails as [`AnnotationError`].
+
+    Nested objects share their entry's index and id; their fields are reported as "parent.field".
+    """
+
+    file: Path
+    index: int
+    data: Mapping[str, object]
+    entry_id: str | None = None
+    prefix: str = ""
+
+    def error(self, field: str | None, problem: str) -> AnnotationError:
+        name = f"{self.prefix}{field}" if field is not None else (self.prefix.rstrip(".") or None)
+        return AnnotationError(self.file, problem, self.index, self.entry_id, name)
+
+    def get(self, name: str, kind: type | tuple[type, ...]) -> object:
+        """The field `name`, checked to be of `kind` (a bool never passes as an int)."""
+        if name not in self.data:
+            raise self.error(name, "missing")
+        value = self.data[name]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            expected = " or ".join(k.__name__ for k in kinds)
+            raise self.error(name, f"expected {expected}, got {type(value).__name__} {value!r}")
+        return value
+
+    def text(self, name: str) -> str:
+        return self.get(name, str)
+
+    def image_id(self, name: str) -> str:
+        """An image id given as a string or an integer, as a string."""
+        return str(self.get(name, (str, int)))
+
+    def id_list(self, name: str) -> list[str]:
+        """A non-empty list of image ids (strings or integers), as strings."""
+        values = self.get(name, list)
+        if not values or not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in values):
+            raise self.error(name, f"expected a non-empty list of image ids, got {values!r}")
+        return [str(v) for v in values]
+
+    def child(self, name: str) -> Entry:
+        """The nested object in field `name`."""
+        return self._nested(self.get(name, dict), f"{name}.")
+
+    def children(self, name: str) -> list[Entry]:
+        """The nested objects of the list in field `name`."""
+        items = self.get(name, list)
+        for position, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise self.error(f"{name}[{position}]", f"expected an object, got {type(item).__name__}")
+        return [self._nested(item, f"{name}[{position}].") for position, item in enumerate(items)]
+
+    def _nested(self, data: Mapping[str, object], prefix: str) -> Entry:
+        return Entry(self.file, self.index, data, self.entry_id, self.prefix + prefix)
+
+
+def entries(file: Path, id_field: str | None = None) -> Iterator[Entry]:
+    """The objects of a JSON list file, each as an [`Entry`] identified by its `id_field` value."""
+    data = read_json(file)
+    if not isinstance(data, list):
+        raise AnnotationError(file, f"expected a JSON list of entries, got {type(data).__name__}")
+    for index, item in enumerate(data):
+        if not isinstance(item, dict):
+            raise AnnotationError(file, f"expected an object, got {type(item).__name__}", index)
+        entry_id = item.get(id_field) if id_field is not None else None
+        yield Entry(Path(file), index, item, None if entry_id is None else str(entry_id))
+
+
+def require_known(entry: Entry, name: str, image_ids: Sequence[str], known: Mapping[str, object]) -> None:
+    """Fail on the first id of `image_ids` (read from field `name`) that is not in `known`."""
+    for image_id in image_ids:
+        if image_id not in known:
+            raise entry.error(name, f"image {image_id!r} is not in the split's image list")
+
+
+def first_existing(candidates: Sequence[Path]) -> Path:
+    """The first candidate path that exists, else the first candidate (reported by [`check_images`])."""
+    return next((path for path in candidates if path.exists()), candidates[0])
+
+
+def unique(ids: Sequence[str]) -> tuple[str, ...]:
+    """`ids` without repeats, first occurrence kept."""
+    return tuple(dict.fromkeys(ids))

@@ -196,6 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--output", help="also write the metrics JSON here")
     add_runtime_options(evaluate, batch_size=256)
     evaluate.set_defaults(handler=cmd_eval)
+
+    from .retrieval.commands import add_index_parser, add_search_parser
+
+    add_index_parser(commands)
+    add_search_parser(commands)
     return parser
 
 

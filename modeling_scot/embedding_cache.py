@@ -64,7 +64,7 @@ def _index(values: Sequence[str], table: dict[str, int]) -> list[int]:
     return [table.setdefault(value, len(table)) for value in values]
 
 
-def _chunked_encode(
+def chunked_encode(
     folder: Path,
     prefix: str,
     count: int,
@@ -157,9 +157,9 @@ def build_embedding_cache(
             autocast_dtype=autocast_dtype, progress=False,
         )
 
-    image_embeds = _chunked_encode(folder, "images", len(image_rows), chunk_size, encode_image_rows, progress)
-    text_embeds = _chunked_encode(folder, "texts", len(texts), chunk_size, encode_text_rows, progress)
+    image_embeds = chunked_encode(folder, "images", len(image_rows), chunk_size, encode_image_rows, progress)
+    text_embeds = chunked_encode(folder, "texts", len(texts), chunk_size, encode_text_rows, progress)
     return EmbeddingCache(image_embeds, text_embeds, folder), Dataset.from_dict(columns)
 
 
-__all__ = ["EmbeddingCache", "build_embedding_cache", "encoder_fingerprint"]
+__all__ = ["EmbeddingCache", "build_embedding_cache", "chunked_encode", "encoder_fingerprint"]

@@ -21,7 +21,8 @@ def _batches(items: Sequence, batch_size: int) -> Iterator[Sequence]:
         yield items[start : start + batch_size]
 
 
-def _autocast(device: torch.device, dtype: torch.dtype | None):
+def autocast_context(device: torch.device, dtype: torch.dtype | None):
+    """Autocast to `dtype` on `device`, or nothing for None / float32."""
     if dtype is None or dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype)
@@ -54,7 +55,7 @@ def encode_images(
         for batch in _batches(images, batch_size):
             inputs = processor(images=list(batch), return_tensors="pt")
             image_inputs = {k: v.to(device) for k, v in inputs.items() if k in IMAGE_INPUT_NAMES}
-            with _autocast(device, autocast_dtype):
+            with autocast_context(device, autocast_dtype):
                 chunks.append(model.get_image_features(**image_inputs).float().cpu())
             bar.update(len(batch))
     return torch.cat(chunks) if chunks else torch.empty(0, model.config.embed_dim)
@@ -80,11 +81,11 @@ def encode_texts(
         for rows in _batches(order, batch_size):
             inputs = processor(text=[texts[i] for i in rows], return_tensors="pt")
             mask = inputs.get("attention_mask")
-            with _autocast(device, autocast_dtype):
+            with autocast_context(device, autocast_dtype):
                 batch = model.get_text_features(inputs["input_ids"].to(device), None if mask is None else mask.to(device))
             embeds[list(rows)] = batch.float().cpu()
             bar.update(len(rows))
     return embeds
 
 
-__all__ = ["encode_images", "encode_texts", "resolve_processor"]
+__all__ = ["autocast_context", "encode_images", "encode_texts", "resolve_processor"]

@@ -1,0 +1,23 @@
+"""Gallery retrieval: embed a gallery, index it (exact, or approximate with faiss), search it with composed queries."""
+
+from .faiss_backend import FaissNotInstalledError, faiss_available
+from .gallery import embed_gallery
+from .index import AUTO_APPROXIMATE_ABOVE, KINDS, GalleryIndex
+from .search import exact_search
+from .sources import DatasetImages, GallerySource, ImageFiles, WorldGallery
+from .store import Gallery
+
+__all__ = [
+    "AUTO_APPROXIMATE_ABOVE",
+    "KINDS",
+    "DatasetImages",
+    "FaissNotInstalledError",
+    "Gallery",
+    "GalleryIndex",
+    "GallerySource",
+    "ImageFiles",
+    "WorldGallery",
+    "embed_gallery",
+    "exact_search",
+    "faiss_available",
+]

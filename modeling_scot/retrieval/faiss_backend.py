@@ -1,0 +1,164 @@
+"""Optional faiss indexes on inner product: exact `flat` (IndexFlatIP) and approximate `ivf` (IVF-Flat),
+`hnsw` (HNSW-Flat) and `ivfpq` (IVF-PQ, about 4 dimensions per byte, for memory)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+FAISS_KINDS = ("flat", "ivf", "hnsw", "ivfpq")
+INSTALL_HINT = 'pip install "modeling-scot[faiss]"'
+PARAM_NAMES: dict[str, tuple[str, ...]] = {
+    "flat": (),
+    "ivf": ("nlist", "nprobe"),
+    "hnsw": ("m", "ef_construction", "ef_search"),
+    "ivfpq": ("nlist", "nprobe", "pq_m", "pq_bits"),
+}
+MIN_POINTS_PER_CENTROID = 39
+"""faiss k-means wants at least this many training points per centroid."""
+MIN_NPROBE = 32
+TRAINING_POINTS_PER_LIST = 64
+"""IVF training uses at most this many points per inverted list (a fixed random sample)."""
+
+
+class FaissNotInstalledError(ImportError, ValueError):
+    """A faiss index kind was asked for but the faiss package is not installed."""
+
+
+def faiss_available() -> bool:
+    """Whether the optional faiss package can be imported."""
+    return importlib.util.find_spec("faiss") is not None
+
+
+def import_faiss(kind: str):
+    """The faiss module; a FaissNotInstalledError naming the install command without it."""
+    try:
+        import faiss
+    except ImportError as err:
+        raise FaissNotInstalledError(
+            f"index kind {kind!r} needs the faiss package, which is not installed: {INSTALL_HINT}"
+        ) from err
+    return faiss
+
+
+def default_params(kind: str, count: int, dim: int) -> dict[str, int]:
+    """Parameters sized from the gallery: nlist ~ 4 sqrt(N) lists probing 1/16 of them (at least 32),
+    HNSW with M=32, IVF-PQ with one byte per 4 dimensions."""
+    nlist = max(1, min(round(4 * math.sqrt(count)), count // MIN_POINTS_PER_CENTROID))
+    nprobe = min(nlist, max(MIN_NPROBE, nlist // 16))
+    if kind == "ivf":
+        return {"nlist": nlist, "nprobe": nprobe}
+    if kind == "hnsw":
+        return {"m": 32, "ef_construction": 80, "ef_search": 128}
+    if kind == "ivfpq":
+        pq_m = max((m for m in range(1, dim // 4 + 1) if dim % m == 0), default=1)
+        pq_bits = max(1, min(8, int(math.log2(max(count // MIN_POINTS_PER_CENTROID, 1)))))
+        return {"nlist": nlist, "nprobe": nprobe, "pq_m": pq_m, "pq_bits": pq_bits}
+    return {}
+
+
+def resolve_params(kind: str, count: int, dim: int, overrides: dict[str, int] | None) -> dict[str, int]:
+    """Defaults for `kind` updated with `overrides`, checked against the gallery size and dimension."""
+    unknown = set(overrides or {}) - set(PARAM_NAMES[kind])
+    if unknown:
+        raise ValueError(
+            f"unknown parameters {sorted(unknown)} for index kind {kind!r}; it takes {list(PARAM_NAMES[kind])}"
+        )
+    params = {**default_params(kind, count, dim), **(overrides or {})}
+    for name, value in params.items():
+        if type(value) is not int or value < 1:
+            raise ValueError(f"index parameter {name} must be a positive int, got {value!r}")
+    if "nlist" in params and params["nlist"] > count:
+        raise ValueError(f"{kind} with nlist={params['nlist']} needs at least as many embeddings, got {count}")
+    if "pq_m" in params and dim % params["pq_m"]:
+        raise ValueError(f"pq_m={params['pq_m']} must divide the embedding dimension {dim}")
+    if "pq_bits" in params and (params["pq_bits"] > 16 or 2 ** params["pq_bits"] > count):
+        raise ValueError(
+            f"ivfpq with pq_bits={params['pq_bits']} needs pq_bits <= 16 and at least {2 ** params['pq_bits']} "
+            f"embeddings, got {count}: use a smaller pq_bits or kind 'exact'"
+        )
+    return params
+
+
+def configure(index, kind: str, params: dict[str, int]) -> None:
+    """Set the search-time parameters (nprobe, efSearch) on a built or loaded index."""
+    if "nprobe" in params:
+        index.nprobe = min(params["nprobe"], params["nlist"])
+    if kind == "hnsw":
+        index.hnsw.efSearch = params["ef_search"]
+
+
+def _training_sample(vectors: np.ndarray, count: int) -> np.ndarray:
+    if len(vectors) <= count:
+        return vectors
+    rows = np.sort(np.random.default_rng(0).choice(len(vectors), count, replace=False))
+    return vectors[rows]
+
+
+def build_faiss_index(kind: str, embeddings: torch.Tensor, params: dict[str, int]):
+    """Train (where needed) and fill a faiss index of `kind` with the (N, D) float32 embeddings."""
+    faiss = import_faiss(kind)
+    vectors = np.ascontiguousarray(embeddings.detach().cpu().numpy(), dtype=np.float32)
+    dim, metric = vectors.shape[1], faiss.METRIC_INNER_PRODUCT
+    if kind == "flat":
+        index = faiss.IndexFlatIP(dim)
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, params["m"], metric)
+        index.hnsw.efConstruction = params["ef_construction"]
+    elif kind == "ivf":
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, params["nlist"], metric)
+    elif kind == "ivfpq":
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFPQ(quantizer, dim, params["nlist"], params["pq_m"], params["pq_bits"], metric)
+    else:
+        raise ValueError(f"unknown faiss index kind {kind!r}; choose from {FAISS_KINDS}")
+    if not index.is_trained:
+        index.train(_training_sample(vectors, params["nlist"] * TRAINING_POINTS_PER_LIST))
+    index.add(vectors)
+    configure(index, kind, params)
+    return index
+
+
+def faiss_search(index, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scores, indices), both (Q, k), best first; empty slots have index -1 and score -inf."""
+    vectors = np.ascontiguousarray(queries.detach().cpu().numpy(), dtype=np.float32)
+    scores, indices = index.search(vectors, k)
+    scores, indices = torch.from_numpy(scores), torch.from_numpy(indices)
+    scores[indices < 0] = -torch.inf
+    return scores, indices
+
+
+def write_faiss_index(index, path: Path, kind: str) -> None:
+    """`faiss.write_index` through a temporary file renamed into place."""
+    faiss = import_faiss(kind)
+    tmp = path.with_name(path.name + ".tmp")
+    faiss.write_index(index, str(tmp))
+    os.replace(tmp, path)
+
+
+def read_faiss_index(path: Path, kind: str, params: dict[str, int]):
+    """An index written by [`write_faiss_index`], with its search parameters set."""
+    faiss = import_faiss(kind)
+    if not path.is_file():
+        raise FileNotFoundError(f"faiss index file {str(path)!r} does not exist")
+    index = faiss.read_index(str(path))
+    configure(index, kind, params)
+    return index
+
+
+__all__ = [
+    "FAISS_KINDS",
+    "FaissNotInstalledError",
+    "build_faiss_index",
+    "default_params",
+    "faiss_available",
+    "faiss_search",
+    "read_faiss_index",
+    "resolve_params",
+    "write_faiss_index",
+]

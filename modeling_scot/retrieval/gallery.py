@@ -1,0 +1,207 @@
+"""Embed a gallery with a model's frozen image encoder: streamed through a DataLoader, cached in resumable chunks.
+
+Image decoding and preprocessing run in DataLoader workers (`num_workers`) while the model embeds the
+previous batch; only the batches in flight are held in memory. Embeddings are written in chunks
+(safetensors, temporary file + rename) under `cache_dir/<key>/chunks`, the key naming the encoder
+weights, the processor settings, the autocast dtype and the images, so an interrupted run resumes at the
+first unfinished chunk. A finished gallery is saved as `cache_dir/<key>/gallery.parquet` + `gallery.json`
+and loaded from there on the next call. An image that cannot be decoded is stored as a zero row in its
+chunk and left out of the finished gallery (listed in its `skipped`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
+
+from ..embedding_cache import chunked_encode, encoder_fingerprint
+from ..encoding import IMAGE_INPUT_NAMES, autocast_context, resolve_processor
+from ..modeling_scot import ScotModel
+from ..processing_scot import ScotProcessor
+from .sources import GallerySource
+from .store import MANIFEST_FILE, SHOWN, Gallery, check_ids, listed
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CHUNK_SIZE = 1024
+CHUNKS_FOLDER = "chunks"
+
+
+class _DecodedImages(TorchDataset):
+    """(index, RGB image or None, error message or None) for each image of a source."""
+
+    def __init__(self, source: GallerySource):
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.source.ids)
+
+    def __getitem__(self, index: int) -> tuple[int, object, str | None]:
+        try:
+            return index, self.source.image(index), None
+        except (OSError, ValueError) as err:
+            return index, None, str(err)
+
+
+class _Preprocess:
+    """DataLoader collate function: runs the processor on the decoded images of a batch."""
+
+    def __init__(self, processor: ScotProcessor):
+        self.processor = processor
+
+    def __call__(self, items: list[tuple[int, object, str | None]]) -> tuple[torch.Tensor, dict, list[str]]:
+        images = [image for _, image, _ in items if image is not None]
+        decoded = torch.tensor([image is not None for _, image, _ in items])
+        inputs = self.processor(images=images, return_tensors="pt") if images else {}
+        errors = [error for _, _, error in items if error is not None]
+        return decoded, {k: v for k, v in inputs.items() if k in IMAGE_INPUT_NAMES}, errors
+
+
+class _EmbeddingStream:
+    """Embeds rows in order through one DataLoader and hands them out chunk by chunk.
+
+    Called with each chunk's rows that is not on disk yet; the loader starts at the first such chunk and
+    restarts only if a later chunk turns out to be on disk already.
+    """
+
+    def __init__(
+        self,
+        model: ScotModel,
+        source: GallerySource,
+        processor: ScotProcessor,
+        *,
+        batch_size: int,
+        chunk_size: int,
+        num_workers: int,
+        autocast_dtype: torch.dtype | None,
+        skip_broken: bool,
+    ):
+        self.model, self.source, self.processor = model, source, processor
+        self.batch_size, self.chunk_size, self.num_workers = batch_size, chunk_size, num_workers
+        self.autocast_dtype, self.skip_broken = autocast_dtype, skip_broken
+        self._batches = iter(())
+        self._next_row = -1
+
+    def _loader(self, start: int) -> DataLoader:
+        count = len(self.source.ids)
+        batches = [
+            range(first, min(first + self.batch_size, chunk_start + self.chunk_size, count))
+            for chunk_start in range(start, count, self.chunk_size)
+            for first in range(chunk_start, min(chunk_start + self.chunk_size, count), self.batch_size)
+        ]
+        return DataLoader(
+            _DecodedImages(self.source),
+            batch_sampler=batches,
+            collate_fn=_Preprocess(self.processor),
+            num_workers=self.num_workers,
+        )
+
+    @torch.inference_mode()
+    def _embed(self, decoded: torch.Tensor, inputs: dict, errors: list[str]) -> torch.Tensor:
+        if errors and not self.skip_broken:
+            raise ValueError(
+                f"{len(errors)} gallery image(s) cannot be decoded: {'; '.join(errors[:SHOWN])}"
+                " (pass skip_broken=True, or --skip-broken, to leave them out)"
+            )
+        embeds = torch.zeros(len(decoded), self.model.config.embed_dim)
+        if inputs:
+            device = self.model.device
+            with autocast_context(device, self.autocast_dtype):
+                features = self.model.get_image_features(**{k: v.to(device) for k, v in inputs.items()})
+            embeds[decoded] = features.float().cpu()
+        return embeds
+
+    def __call__(self, rows: range) -> torch.Tensor:
+        if rows.start != self._next_row:
+            self._batches = iter(self._loader(rows.start))
+            self._next_row = rows.start
+        parts = []
+        while self._next_row < rows.stop:
+            parts.append(self._embed(*next(self._batches)))
+            self._next_row += len(parts[-1])
+        return torch.cat(parts)
+
+
+def _cache_key(
+    fingerprint: str, processor: ScotProcessor, content_key: str, ids: list[str], autocast_dtype: torch.dtype | None
+) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    for part in (fingerprint, processor.to_json_string(), str(autocast_dtype), content_key, json.dumps(ids)):
+        digest.update(part.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def embed_gallery(
+    model: ScotModel,
+    source: GallerySource,
+    cache_dir: str | os.PathLike,
+    processor: ScotProcessor | None = None,
+    *,
+    batch_size: int = 64,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    num_workers: int = 0,
+    autocast_dtype: torch.dtype | None = None,
+    skip_broken: bool = False,
+    progress: bool = True,
+) -> Gallery:
+    """Embed every image of `source` (see [`ImageFiles`], [`DatasetImages`], [`WorldGallery`]) into a [`Gallery`].
+
+    Missing image files fail before any model work (FileNotFoundError listing them). An image that
+    cannot be decoded raises a ValueError naming it, or with `skip_broken=True` is left out with a
+    warning. Rerunning after an interruption resumes from the chunks in `cache_dir`.
+    """
+    if batch_size < 1 or chunk_size < 1:
+        raise ValueError(f"batch_size and chunk_size must be >= 1, got {batch_size} and {chunk_size}")
+    processor = resolve_processor(model, processor)
+    ids = list(source.ids)
+    if not ids:
+        raise ValueError("the gallery is empty: no images to embed")
+    check_ids(ids, len(ids))
+    content_key = source.content_key()
+    fingerprint = encoder_fingerprint(model)
+    folder = Path(cache_dir) / _cache_key(fingerprint, processor, content_key, ids, autocast_dtype)
+    if (folder / MANIFEST_FILE).is_file():
+        gallery = Gallery.load(folder)
+    else:
+        chunks = folder / CHUNKS_FOLDER
+        chunks.mkdir(parents=True, exist_ok=True)
+        stream = _EmbeddingStream(
+            model,
+            source,
+            processor,
+            batch_size=batch_size,
+            chunk_size=chunk_size,
+            num_workers=num_workers,
+            autocast_dtype=autocast_dtype,
+            skip_broken=skip_broken,
+        )
+        embeds = chunked_encode(chunks, "images", len(ids), chunk_size, stream, progress)
+        decoded = embeds.norm(dim=1) > 0
+        skipped = [item for item, ok in zip(ids, decoded.tolist()) if not ok]
+        if len(skipped) == len(ids):
+            raise ValueError(f"none of the {len(ids)} gallery images could be decoded: {listed(skipped)}")
+        kept = [item for item, ok in zip(ids, decoded.tolist()) if ok]
+        gallery = Gallery(kept, embeds[decoded], fingerprint, skipped)
+        gallery.save(folder)
+        shutil.rmtree(chunks)
+    if gallery.skipped and not skip_broken:
+        raise ValueError(
+            f"{len(gallery.skipped)} gallery image(s) could not be decoded in an earlier run with skip_broken=True: "
+            f"{listed(gallery.skipped)}"
+        )
+    if gallery.skipped:
+        count = len(gallery.skipped)
+        logger.warning(f"left out {count} gallery image(s) that cannot be decoded: {listed(gallery.skipped)}")
+    return gallery
+
+
+__all__ = ["embed_gallery"]

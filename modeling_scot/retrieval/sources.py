@@ -1,0 +1,110 @@
+"""Where gallery images come from: image files, a `datasets` image column, or the built-in world.
+
+A source names its images (`ids`), decodes one on request (`image(index)`, in DataLoader workers) and
+gives a `content_key()` that changes whenever its images may have changed (it keys the embedding cache).
+Sources hold paths, rows or scenes, never decoded images, so large galleries stream.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+from datasets import Dataset
+from PIL import Image
+
+from ..processing_scot import load_image
+from ..world import build_benchmark, render_scene, scene_id
+from .store import listed
+
+
+class GallerySource(Protocol):
+    """Gallery images: `ids[i]` names the image returned by `image(i)`."""
+
+    ids: list[str]
+
+    def image(self, index: int) -> Image.Image: ...
+
+    def content_key(self) -> str: ...
+
+
+class ImageFiles:
+    """Image files; ids default to the paths as given."""
+
+    def __init__(self, paths: Sequence[str | os.PathLike], ids: Sequence[str] | None = None):
+        self.paths = [os.fspath(path) for path in paths]
+        self.ids = list(self.paths if ids is None else ids)
+        if len(self.ids) != len(self.paths):
+            raise ValueError(f"got {len(self.ids)} ids for {len(self.paths)} image paths")
+
+    @classmethod
+    def from_folder(cls, folder: str | os.PathLike) -> ImageFiles:
+        """Every image file under `folder` (recursively, sorted); ids are paths relative to `folder`."""
+        from ..cli import image_files
+
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"gallery folder {str(folder)!r} does not exist or is not a folder")
+        files = image_files([str(folder)])
+        return cls(files, [file.relative_to(folder).as_posix() for file in files])
+
+    def image(self, index: int) -> Image.Image:
+        return load_image(self.paths[index], f"gallery image {self.ids[index]!r}")
+
+    def content_key(self) -> str:
+        """Paths, sizes and modification times; raises FileNotFoundError listing missing files."""
+        stats, missing = [], []
+        for path in self.paths:
+            try:
+                stat = os.stat(path)
+            except FileNotFoundError:
+                missing.append(path)
+                continue
+            stats.append((path, stat.st_size, stat.st_mtime_ns))
+        if missing:
+            raise FileNotFoundError(f"{len(missing)} gallery image file(s) do not exist: {listed(missing)}")
+        return json.dumps(stats)
+
+
+class DatasetImages:
+    """The images of a `datasets.Dataset` column (an `Image` feature, paths or arrays); ids from `id_column`
+    (default: `row-<index>`)."""
+
+    def __init__(self, dataset: Dataset, image_column: str = "image", id_column: str | None = None):
+        for column in (image_column, id_column):
+            if column is not None and column not in dataset.column_names:
+                raise ValueError(f"the dataset has no column {column!r}; it has {dataset.column_names}")
+        self.images = dataset.select_columns([image_column])
+        self.image_column = image_column
+        self.id_column = id_column
+        if id_column is None:
+            self.ids = [f"row-{i}" for i in range(len(dataset))]
+        else:
+            self.ids = [str(value) for value in dataset[id_column]]
+
+    def image(self, index: int) -> Image.Image:
+        return load_image(self.images[index][self.image_column], f"gallery image {self.ids[index]!r}")
+
+    def content_key(self) -> str:
+        return json.dumps([self.images._fingerprint, self.image_column, self.id_column])
+
+
+class WorldGallery:
+    """The gallery of the built-in world's benchmark for `seed`; ids are scene ids (stable, readable)."""
+
+    def __init__(self, seed: int, num_queries: int = 1000, image_size: int = 64):
+        self.seed, self.num_queries, self.image_size = seed, num_queries, image_size
+        self.scenes = build_benchmark(seed, num_queries).gallery
+        self.ids = [scene_id(scene) for scene in self.scenes]
+
+    def image(self, index: int) -> Image.Image:
+        return render_scene(self.scenes[index], self.image_size)
+
+    def content_key(self) -> str:
+        return json.dumps(["world", self.seed, self.num_queries, self.image_size])
+
+
+__all__ = ["DatasetImages", "GallerySource", "ImageFiles", "WorldGallery"]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .io_utils import write_json
 
+BENCHMARKS = ["world", "cirr", "fashioniq", "circo", "genecis"]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
@@ -84,7 +85,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
     """Run the whole pipeline offline on the built-in world and write OUTPUT/results.json."""
-    from .quickstart import QuickstartSettings, results_table, run_quickstart, scot_home
+    from .evaluation.runner import metrics_table
+    from .quickstart import QuickstartSettings, run_quickstart, scot_home
     from .runtime import resolve_device, resolve_dtype
 
     output = Path(args.output) if args.output else scot_home() / "quickstart"
@@ -97,25 +99,109 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     )
     device = resolve_device(args.device)
     results = run_quickstart(output, settings, device, resolve_dtype(args.dtype, device))
-    print(results_table(results))
+    print(metrics_table(results["methods"]))
     print(f"\nresults: {output / 'results.json'}  ({results['seconds']} s)")
     print(f"model:   {output / 'model'}")
     print(f"open the demo on it:  scot demo --model {output / 'model'}")
     return 0
 
 
+def load_split(args: argparse.Namespace, category: str | None = None):
+    """The `--benchmark` split named by `--data-root`, `--split` (and FashionIQ's category)."""
+    from .evaluation.circo import load_circo
+    from .evaluation.cirr import load_cirr
+    from .evaluation.fashioniq import load_fashioniq
+    from .evaluation.genecis import load_genecis
+
+    if not args.data_root or not args.split:
+        raise ValueError(f"--benchmark {args.benchmark} needs --data-root and --split")
+    root = Path(args.data_root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"--data-root {args.data_root!r} does not exist or is not a folder")
+    image_root = Path(args.image_root) if args.image_root else None
+    if args.benchmark == "cirr":
+        return load_cirr(root, args.split, image_root)
+    if args.benchmark == "fashioniq":
+        return load_fashioniq(root, args.split, category, image_root)
+    if args.benchmark == "circo":
+        return load_circo(root, args.split)
+    return load_genecis(root, args.split, image_root)
+
+
+def _benchmark_report(args: argparse.Namespace, methods: tuple[str, ...]) -> dict:
+    from .evaluation.cir_data import check_images
+    from .evaluation.fashioniq import CATEGORIES
+    from .evaluation.runner import average_categories, evaluate_split, require_predictions_dir
+    from .quickstart import scot_home
+
+    categories = [args.category] if args.category else list(CATEGORIES)
+    splits = [load_split(args, category) for category in categories] if args.benchmark == "fashioniq" else [load_split(args)]
+    for split in splits:
+        require_predictions_dir(split, args.save_predictions)
+        check_images(split)
+    model = load_model(args.model, args.device, args.dtype)
+    cache_dir = Path(args.cache_dir) if args.cache_dir else scot_home() / "embeddings"
+    reports = {
+        split.category or split.split: evaluate_split(
+            model,
+            split,
+            methods,
+            cache_dir=cache_dir,
+            predictions_dir=args.save_predictions,
+            slerp_alpha=args.slerp_alpha,
+            batch_size=args.batch_size,
+            num_workers=args.num_workers,
+        )
+        for split in splits
+    }
+    return next(iter(reports.values())) if len(reports) == 1 else average_categories(reports)
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
-    """Evaluate a saved model on a benchmark and print (and optionally write) its metrics."""
+    """Evaluate a saved model with every method of the harness on a benchmark: print a table, optionally
+    write the metrics JSON (recall in percent) and the ranked lists / test-server submission files."""
+    from .evaluation.runner import metrics_table
     from .evaluation.world import evaluate_world
     from .methods import METHODS
 
-    methods = tuple(args.method) if args.method else METHODS
-    model = load_model(args.model, args.device, args.dtype)
-    report = evaluate_world(model, args.seed, methods, num_queries=args.test_queries, batch_size=args.batch_size)
-    report = {"benchmark": "world", "seed": args.seed, **report}
-    print(json.dumps(report, indent=2))
+    methods = tuple(dict.fromkeys(args.method)) if args.method else METHODS
+    if args.benchmark == "world":
+        model = load_model(args.model, args.device, args.dtype)
+        world = evaluate_world(model, args.seed, methods, num_queries=args.test_queries, batch_size=args.batch_size)
+        report = {"benchmark": "world", "split": "test", "seed": args.seed, **world}
+    else:
+        report = _benchmark_report(args, methods)
+    report = {"model": args.model, **report}
+    print(metrics_table(report["methods"]))
+    if args.save_predictions and args.benchmark != "world":
+        print(f"predictions: {args.save_predictions}/<method>/")
     if args.output:
         write_json(Path(args.output), report)
+        print(f"metrics: {args.output}")
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    """Score a CIRR or CIRCO test-server submission file against annotations with targets (CIRR val captions,
+    CIRCO val annotations); prints only the metrics, as one JSON object."""
+    from .evaluation.submissions import score_submission
+
+    for flag, path in (("--annotations", args.annotations), ("--predictions", args.predictions), ("--subset-predictions", args.subset_predictions)):
+        if path is not None and not Path(path).is_file():
+            raise FileNotFoundError(f"{flag} {path!r} does not exist")
+    subset = Path(args.subset_predictions) if args.subset_predictions else None
+    metrics = score_submission(args.benchmark, Path(args.annotations), Path(args.predictions), subset)
+    print(json.dumps(metrics))
+    return 0
+
+
+def cmd_export_world(args: argparse.Namespace) -> int:
+    """Export the built-in world's test split in CIRR's file layout (images, captions, image_splits)."""
+    from .world.export import export_cirr
+
+    folder = export_cirr(args.seed, args.output, num_queries=args.test_queries, split=args.split)
+    print(f"wrote world seed {args.seed} as CIRR {args.split} into {folder}")
+    print(f"evaluate it:  scot eval --benchmark cirr --data-root {folder} --split {args.split} --model DIR")
     return 0
 
 
@@ -189,13 +275,41 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("eval", help="evaluate a saved model on a benchmark", description=cmd_eval.__doc__)
     evaluate.add_argument("--model", required=True, help="Hub id or folder of a saved SCOT model")
-    evaluate.add_argument("--benchmark", required=True, choices=["world"], help="benchmark to run")
-    evaluate.add_argument("--seed", type=int, default=0, help="world seed (the test split of that seed)")
+    evaluate.add_argument("--benchmark", required=True, choices=BENCHMARKS, help="benchmark to run")
+    evaluate.add_argument("--data-root", help="benchmark folder in its official layout (all but world)")
+    evaluate.add_argument(
+        "--split", help="cirr: val, test1, train; fashioniq: val, test; circo: val, test; genecis: the task"
+    )
+    evaluate.add_argument("--category", choices=["dress", "shirt", "toptee"], help="fashioniq category (default: all three and their average)")
+    evaluate.add_argument("--image-root", help="where the images are, when not under --data-root (cirr, fashioniq, genecis)")
     evaluate.add_argument("--method", action="append", choices=list(_methods()), help="method(s) to run (default: all)")
-    evaluate.add_argument("--test-queries", type=int, default=1000, help="world benchmark queries")
     evaluate.add_argument("--output", help="also write the metrics JSON here")
+    evaluate.add_argument(
+        "--save-predictions", metavar="DIR", help="write ranked lists, or the test-server files, into DIR/<method>/"
+    )
+    evaluate.add_argument("--slerp-alpha", type=float, default=0.5, help="Slerp's text weight (standard benchmarks)")
+    evaluate.add_argument("--cache-dir", help="gallery embedding cache (default: $SCOT_HOME/embeddings)")
+    evaluate.add_argument("--num-workers", type=int, default=2, help="processes decoding images while the model runs")
+    evaluate.add_argument("--seed", type=int, default=0, help="world seed (the test split of that seed)")
+    evaluate.add_argument("--test-queries", type=int, default=1000, help="world benchmark queries")
     add_runtime_options(evaluate, batch_size=256)
     evaluate.set_defaults(handler=cmd_eval)
+
+    score = commands.add_parser("score", help="score a CIRR or CIRCO submission file", description=cmd_score.__doc__)
+    score.add_argument("--benchmark", required=True, choices=["cirr", "circo"])
+    score.add_argument("--annotations", required=True, help="cap.rc2.val.json (cirr) or annotations/val.json (circo)")
+    score.add_argument("--predictions", required=True, help="the recall file (cirr) or the submission file (circo)")
+    score.add_argument("--subset-predictions", help="cirr: the recall_subset file")
+    score.set_defaults(handler=cmd_score)
+
+    export = commands.add_parser(
+        "export-world", help="export the world's test split in CIRR's layout", description=cmd_export_world.__doc__
+    )
+    export.add_argument("--output", required=True, help="new folder for the export")
+    export.add_argument("--seed", type=int, default=0, help="world seed (the test split of that seed)")
+    export.add_argument("--split", default="val", choices=["val", "test1"], help="CIRR split name to write (test1: no targets)")
+    export.add_argument("--test-queries", type=int, default=1000, help="world benchmark queries")
+    export.set_defaults(handler=cmd_export_world)
 
     from .retrieval.commands import add_index_parser, add_search_parser
 
@@ -226,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         return args.handler(args)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"scot {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -28,6 +28,14 @@ CONFIG_FIELDS = (
     "caption_negative_weight",
     "scot_version",
 )
+DEFAULT_MODEL_NAME = "scot-model"
+BENCHMARK_DATASETS = {  # benchmark -> (dataset type, display name)
+    "cirr": ("cirr", "CIRR"),
+    "fashioniq": ("fashion-iq", "FashionIQ"),
+    "circo": ("circo", "CIRCO"),
+    "genecis": ("genecis", "GeneCIS"),
+    "world": ("scot-world", "SCOT world"),
+}
 EVAL_DEFAULTS = {"task_type": "image-feature-extraction", "task_name": "Zero-shot composed image retrieval"}
 
 
@@ -71,16 +79,16 @@ def _eval_result(row: EvalResult | Mapping[str, Any], index: int) -> EvalResult:
         raise ValueError(f"eval_results[{index}] is not a valid EvalResult: {err}") from err
 
 
-def _results_table(results: list[EvalResult]) -> list[dict[str, Any]]:
-    return [
-        {
-            "dataset": result.dataset_name,
-            "split": result.dataset_split or "-",
-            "metric": result.metric_name or result.metric_type,
-            "value": result.metric_value,
-        }
-        for result in results
-    ]
+def results_markdown(results: list[EvalResult]) -> str:
+    """The card body's results table (empty string for no results)."""
+    if not results:
+        return ""
+    lines = ["| Dataset | Split | Metric | Value |", "|---|---|---|---|"]
+    for result in results:
+        dataset = result.dataset_name + (f" ({result.dataset_config})" if result.dataset_config else "")
+        metric = result.metric_name or result.metric_type
+        lines.append(f"| {dataset} | {result.dataset_split or '-'} | {metric} | {result.metric_value} |")
+    return "\n".join(lines)
 
 
 def _template_values(config: Mapping[str, Any], repo_id: str | None, training: Mapping[str, Any]) -> dict[str, Any]:
@@ -121,15 +129,16 @@ def render_model_card(
     values = _template_values(config, repo_id, training or {})
     results = [_eval_result(row, index) for index, row in enumerate(eval_results or [])]
     card_data = ModelCardData(
+        eval_results=results or None,
         library_name="transformers",
         pipeline_tag="image-feature-extraction",
         tags=[*BASE_TAGS, values["encoder_type"]],
         datasets=list(datasets or []),
         base_model=_hub_id(values.get("encoder_name")),
-        model_name=repo_id.split("/")[-1] if repo_id else None,
+        model_name=repo_id.split("/")[-1] if repo_id else (DEFAULT_MODEL_NAME if results else None),
     )
     card = ModelCard.from_template(
-        card_data, template_path=str(TEMPLATE_PATH), results=_results_table(results), **values
+        card_data, template_path=str(TEMPLATE_PATH), results_markdown=results_markdown(results), **values
     )
     text = str(card)
     return text if text.endswith("\n") else text + "\n"
@@ -150,7 +159,79 @@ def write_model_card(
         return None
     text = render_model_card(config, repo_id=repo_id, training=training, eval_results=eval_results, datasets=datasets)
     target = Path(save_directory) / README_NAME
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{README_NAME}.", suffix=".tmp")
+    _write_atomic(target, text)
+    return target
+
+
+def _metric_name(key: str) -> str:
+    family, _, k = key.partition("@")
+    names = {"recall": "Recall", "recall_subset": "Recall_subset", "map": "mAP"}
+    return f"{names.get(family, family)}@{k}" if k else key
+
+
+def eval_results_from_report(report: Mapping[str, Any], method: str = "scot") -> list[EvalResult]:
+    """`EvalResult`s of one method from a `scot eval` metrics JSON (FashionIQ's `<category>/<metric>` keys
+    become dataset configs; GeneCIS tasks and world seeds too)."""
+    benchmark = report.get("benchmark")
+    if benchmark not in BENCHMARK_DATASETS:
+        raise ValueError(f"report has benchmark {benchmark!r}; expected one of {sorted(BENCHMARK_DATASETS)}")
+    methods = report.get("methods")
+    if not isinstance(methods, Mapping) or method not in methods:
+        raise ValueError(f"report has no metrics for method {method!r} (has {sorted(methods or {})})")
+    dataset_type, dataset_name = BENCHMARK_DATASETS[benchmark]
+    split, config = report.get("split"), report.get("category")
+    if benchmark == "genecis":
+        split, config = "test", report.get("split")
+    elif benchmark == "world":
+        config = f"seed-{report.get('seed')}"
+    results = []
+    for key, value in methods[method].items():
+        category, _, metric = key.rpartition("/")
+        results.append(
+            EvalResult(
+                **EVAL_DEFAULTS,
+                dataset_type=dataset_type,
+                dataset_name=dataset_name,
+                dataset_config=category or config,
+                dataset_split=split,
+                metric_type=metric,
+                metric_name=_metric_name(metric),
+                metric_value=value,
+            )
+        )
+    return results
+
+
+def _result_key(result: EvalResult) -> tuple:
+    return (result.dataset_type, result.dataset_config, result.dataset_split, result.metric_type)
+
+
+def _replace_section(text: str, heading: str, body: str) -> str:
+    start = text.find(f"\n{heading}\n")
+    if start < 0:
+        return text.rstrip("\n") + f"\n\n{heading}\n\n{body}\n"
+    end = text.find("\n## ", start + len(heading) + 2)
+    end = len(text) if end < 0 else end
+    return f"{text[:start]}\n{heading}\n\n{body}\n{text[end:]}"
+
+
+def add_eval_results(model_dir: str | os.PathLike, results: list[EvalResult]) -> Path:
+    """Merge `results` into the `model-index` of the model card (README.md) in `model_dir` and refresh its
+    Evaluation table; a result for the same dataset, config, split and metric replaces the old one."""
+    path = Path(model_dir) / README_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"no model card {path}: save the model with save_pretrained first")
+    card = ModelCard.load(path)
+    merged = {_result_key(result): result for result in [*(card.data.eval_results or []), *results]}
+    card.data.eval_results = list(merged.values())
+    card.data.model_name = card.data.model_name or Path(model_dir).resolve().name
+    text = _replace_section(str(card), "## Evaluation", results_markdown(card.data.eval_results))
+    _write_atomic(path, text)
+    return path
+
+
+def _write_atomic(target: Path, text: str) -> None:
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
@@ -159,7 +240,6 @@ def write_model_card(
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
-    return target
 
 
-__all__ = ["render_model_card", "write_model_card"]
+__all__ = ["add_eval_results", "eval_results_from_report", "render_model_card", "results_markdown", "write_model_card"]

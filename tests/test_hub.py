@@ -243,3 +243,71 @@ def test_write_model_card_without_template(tmp_path, monkeypatch, caplog):
         assert model_card.write_model_card(tmp_path, scot_config()) is None
     assert not (tmp_path / "README.md").exists()
     assert "template" in caplog.text
+
+
+# ----- benchmark results into the model-index --------------------------------------------------------------
+
+CIRR_REPORT = {
+    "benchmark": "cirr",
+    "split": "val",
+    "category": None,
+    "methods": {"scot": {"recall@1": 30.5, "recall_subset@1": 60.25}, "image": {"recall@1": 7.0, "recall_subset@1": 20.0}},
+}
+FIQ_REPORT = {
+    "benchmark": "fashioniq",
+    "split": "val",
+    "category": None,
+    "methods": {"scot": {"dress/recall@10": 20.0, "shirt/recall@10": 24.0, "average/recall@10": 22.0}},
+}
+
+
+def test_results_from_scot_eval_reports_go_into_the_model_index(tmp_path, capsys):
+    model_card.write_model_card(tmp_path, scot_config(), repo_id="org/scot-test", training={"epochs": 3})
+    reports = []
+    for name, report in (("cirr.json", CIRR_REPORT), ("fiq.json", FIQ_REPORT)):
+        (tmp_path / name).write_text(json.dumps(report))
+        reports.append(str(tmp_path / name))
+    from hub import add_results
+
+    assert add_results.main(["--model", str(tmp_path), "--results", *reports]) == 0
+    assert "recorded 5 result(s)" in capsys.readouterr().out
+    text = (tmp_path / "README.md").read_text()
+    meta = front_matter(text)
+    [entry] = meta["model-index"]
+    assert entry["name"] == "scot-test"
+    rows = {
+        (r["dataset"]["type"], r["dataset"].get("config"), r["dataset"].get("split"), m["type"]): m["value"]
+        for r in entry["results"]
+        for m in r["metrics"]
+    }
+    assert rows == {
+        ("cirr", None, "val", "recall@1"): 30.5,
+        ("cirr", None, "val", "recall_subset@1"): 60.25,
+        ("fashion-iq", "dress", "val", "recall@10"): 20.0,
+        ("fashion-iq", "shirt", "val", "recall@10"): 24.0,
+        ("fashion-iq", "average", "val", "recall@10"): 22.0,
+    }
+    assert "| CIRR | val | Recall@1 | 30.5 |" in text and "| FashionIQ (average) | val | Recall@10 | 22.0 |" in text
+    assert "No evaluation results" not in text and "**Epochs:** 3" in text and "## Limitations" in text
+
+    # a newer run replaces the same metric instead of adding a second row
+    newer = {**CIRR_REPORT, "methods": {"scot": {"recall@1": 31.0}}}
+    (tmp_path / "newer.json").write_text(json.dumps(newer))
+    assert add_results.main(["--model", str(tmp_path), "--results", str(tmp_path / "newer.json")]) == 0
+    text = (tmp_path / "README.md").read_text()
+    assert "| CIRR | val | Recall@1 | 31.0 |" in text and "| 30.5 |" not in text
+    assert sum(len(r["metrics"]) for r in front_matter(text)["model-index"][0]["results"]) == 5
+
+
+def test_add_results_errors_are_one_line(tmp_path, capsys):
+    from hub import add_results
+
+    (tmp_path / "bad.json").write_text(json.dumps({"benchmark": "imagenet", "methods": {}}))
+    assert add_results.main(["--model", str(tmp_path), "--results", str(tmp_path / "bad.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bad.json" in err and "imagenet" in err
+    (tmp_path / "ok.json").write_text(json.dumps(CIRR_REPORT))
+    assert add_results.main(["--model", str(tmp_path), "--results", str(tmp_path / "ok.json"), "--method", "lincir"]) == 2
+    assert "lincir" in capsys.readouterr().err
+    assert add_results.main(["--model", str(tmp_path), "--results", str(tmp_path / "ok.json")]) == 2
+    assert "save_pretrained" in capsys.readouterr().err

@@ -1,5 +1,33 @@
-"""Evaluation of composed image retrieval methods: metrics and benchmark runners."""
+"""Evaluation of composed image retrieval methods: metrics, benchmark loaders and runners, submission files."""
 
+from .cir_data import AnnotationError, CIRQuery, CIRSplit, MissingImagesError, check_images
+from .circo import load_circo
+from .cirr import load_cirr
+from .fashioniq import load_fashioniq
+from .genecis import load_genecis
+from .runner import average_categories, evaluate_split, metrics_table
+from .scoring import compute_metrics, top_k_ids
+from .submissions import score_submission, write_circo_submission, write_cirr_submissions
 from .world import evaluate_world, tune_slerp_alpha
 
-__all__ = ["evaluate_world", "tune_slerp_alpha"]
+__all__ = [
+    "AnnotationError",
+    "CIRQuery",
+    "CIRSplit",
+    "MissingImagesError",
+    "average_categories",
+    "check_images",
+    "compute_metrics",
+    "evaluate_split",
+    "evaluate_world",
+    "load_circo",
+    "load_cirr",
+    "load_fashioniq",
+    "load_genecis",
+    "metrics_table",
+    "score_submission",
+    "top_k_ids",
+    "tune_slerp_alpha",
+    "write_circo_submission",
+    "write_cirr_submissions",
+]

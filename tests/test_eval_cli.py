@@ -1,0 +1,187 @@
+"""`scot eval` on the standard benchmarks' layouts, `scot score`, and the world's CIRR export."""
+
+import json
+
+import pytest
+import torch
+
+from benchmark_fixtures import make_circo, make_cirr, make_fashioniq, make_genecis
+from modeling_scot import ScotModel
+from modeling_scot.cli import main
+from modeling_scot.encoding import encode_images
+from modeling_scot.evaluation.circo import load_circo
+from modeling_scot.evaluation.cirr import load_cirr
+from modeling_scot.evaluation.fashioniq import load_fashioniq
+from modeling_scot.evaluation.genecis import load_genecis
+from modeling_scot.evaluation.scoring import compute_metrics
+from modeling_scot.methods import METHODS
+from modeling_scot.world import clip_path
+
+LOADERS = {
+    "cirr": (make_cirr, lambda root: load_cirr(root, "val"), ["--split", "val"]),
+    "fashioniq": (make_fashioniq, lambda root: load_fashioniq(root, "val", "dress"), ["--split", "val", "--category", "dress"]),
+    "circo": (make_circo, lambda root: load_circo(root, "val"), ["--split", "val"]),
+    "genecis": (make_genecis, lambda root: load_genecis(root, "focus_attribute"), ["--split", "focus_attribute"]),
+}
+EXPECTED_KEYS = {
+    "cirr": ["recall@1", "recall@5", "recall@10", "recall@50", "recall_subset@1", "recall_subset@2", "recall_subset@3"],
+    "fashioniq": ["recall@10", "recall@50"],
+    "circo": ["map@5", "map@10", "map@25", "map@50", "recall@5", "recall@10", "recall@25", "recall@50"],
+    "genecis": ["recall@1", "recall@2", "recall@3"],
+}
+
+
+@pytest.fixture
+def saved_model(scot_model, tmp_path):
+    scot_model.save_pretrained(tmp_path / "model")
+    return str(tmp_path / "model")
+
+
+def run(capsys, *argv):
+    code = main([str(arg) for arg in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("benchmark", sorted(LOADERS))
+def test_eval_runs_every_method_and_matches_direct_scoring(benchmark, saved_model, tmp_path, capsys):
+    make, load, split_args = LOADERS[benchmark]
+    root = make(tmp_path / benchmark)
+    output = tmp_path / "metrics.json"
+    code, out, err = run(
+        capsys, "eval", "--model", saved_model, "--benchmark", benchmark, "--data-root", root, *split_args,
+        "--output", output, "--cache-dir", tmp_path / "cache", "--num-workers", 0,
+    )
+    assert code == 0, err
+    report = json.loads(output.read_text())
+    assert report["benchmark"] == benchmark and report["model"] == saved_model
+    assert list(report["methods"]) == list(METHODS)
+    for metrics in report["methods"].values():
+        assert list(metrics) == EXPECTED_KEYS[benchmark]
+        assert all(0 <= value <= 100 for value in metrics.values())
+    assert out.splitlines()[0].split()[0] == "method" and len(out.splitlines()) >= len(METHODS) + 1
+
+    # the image-only row, recomputed without the gallery cache (GeneCIS: cropped instances)
+    split = load(root)
+    model = ScotModel.from_pretrained(saved_model).eval()
+    images = {image_id: split.open_image(image_id) for image_id in split.image_paths}
+    ids = list(images)
+    embeds = dict(zip(ids, encode_images(model, [images[i] for i in ids], progress=False)))
+    references = torch.stack([embeds[query.reference] for query in split.queries])
+    gallery = torch.stack([embeds[image_id] for image_id in split.gallery])
+    expected = compute_metrics(split, (references @ gallery.T).numpy())
+    assert report["methods"]["image"] == pytest.approx(expected, abs=0.01)
+
+
+def test_gallery_embeddings_are_cached_per_model_and_image_set(saved_model, tmp_path, capsys):
+    root = make_cirr(tmp_path / "cirr")
+    argv = ["eval", "--model", saved_model, "--benchmark", "cirr", "--data-root", root, "--split", "val",
+            "--method", "image", "--cache-dir", tmp_path / "cache", "--num-workers", 0]
+    assert run(capsys, *argv)[0] == 0
+    cached = sorted(p.relative_to(tmp_path) for p in (tmp_path / "cache").rglob("gallery.parquet"))
+    assert len(cached) == 1
+    first = (tmp_path / "cache").rglob("gallery.parquet").__next__().stat().st_mtime_ns
+    assert run(capsys, *argv)[0] == 0
+    assert next((tmp_path / "cache").rglob("gallery.parquet")).stat().st_mtime_ns == first
+
+
+def test_test_splits_write_submission_files(saved_model, tmp_path, capsys):
+    cirr, circo = make_cirr(tmp_path / "cirr"), make_circo(tmp_path / "circo")
+    common = ["--model", saved_model, "--method", "scot", "--cache-dir", tmp_path / "cache", "--num-workers", 0]
+    code, _, err = run(capsys, "eval", "--benchmark", "cirr", "--data-root", cirr, "--split", "test1", *common)
+    assert code == 2 and "no public targets" in err and "--save-predictions" in err
+
+    predictions = tmp_path / "predictions"
+    assert run(capsys, "eval", "--benchmark", "cirr", "--data-root", cirr, "--split", "test1", *common, "--save-predictions", predictions)[0] == 0
+    recall = json.loads((predictions / "scot" / "cirr_test1_recall.json").read_text())
+    subset = json.loads((predictions / "scot" / "cirr_test1_recall_subset.json").read_text())
+    assert recall["version"] == "rc2" and recall["metric"] == "recall" and subset["metric"] == "recall_subset"
+    split = load_cirr(cirr, "test1")
+    for query in split.queries:
+        assert len(recall[query.query_id]) == min(50, len(split.gallery) - 1)
+        assert query.reference not in recall[query.query_id]
+        assert len(subset[query.query_id]) == 3 and set(subset[query.query_id]) <= set(query.subset) - {query.reference}
+
+    assert run(capsys, "eval", "--benchmark", "circo", "--data-root", circo, "--split", "test", *common, "--save-predictions", predictions)[0] == 0
+    submission = json.loads((predictions / "scot" / "circo_test.json").read_text())
+    assert sorted(submission) == [q.query_id for q in load_circo(circo, "test").queries]
+    assert all(len(ranking) == 50 and all(isinstance(i, int) for i in ranking) for ranking in submission.values())
+
+
+def test_missing_images_are_listed_before_the_model_loads(tmp_path, capsys):
+    root = make_cirr(tmp_path / "cirr")
+    removed = sorted((root / "img_raw" / "dev").glob("*.png"))[:7]
+    for path in removed:
+        path.unlink()
+    code, _, err = run(capsys, "eval", "--model", tmp_path / "no-such-model", "--benchmark", "cirr", "--data-root", root, "--split", "val")
+    assert code == 2
+    assert "7 of 60 image files are missing" in err and str(removed[0]) in err and "... and 2 more" in err
+
+
+def test_fashioniq_without_category_needs_every_category(saved_model, tmp_path, capsys):
+    root = make_fashioniq(tmp_path / "fiq")
+    code, _, err = run(capsys, "eval", "--model", saved_model, "--benchmark", "fashioniq", "--data-root", root, "--split", "val")
+    assert code == 2 and "shirt" in err and err.count("\n") <= 2
+
+
+def test_benchmark_flags_are_checked(saved_model, tmp_path, capsys):
+    code, _, err = run(capsys, "eval", "--model", saved_model, "--benchmark", "cirr")
+    assert code == 2 and "--data-root and --split" in err
+    code, _, err = run(capsys, "eval", "--model", saved_model, "--benchmark", "cirr", "--data-root", tmp_path / "nope", "--split", "val")
+    assert code == 2 and "does not exist" in err
+
+
+# ----- the world's test split in CIRR's layout ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def world_model(tmp_path_factory):
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("world-model") / "model"
+    ScotModel.from_clip(clip_path(), combiner_dropout=0.0).save_pretrained(folder)
+    return str(folder)
+
+
+def test_cirr_export_of_the_world_scores_like_the_world_benchmark(world_model, tmp_path, capsys):
+    queries = 60
+    export = tmp_path / "export"
+    assert run(capsys, "export-world", "--seed", 3, "--test-queries", queries, "--output", export)[0] == 0
+    assert sorted(p.name for p in export.iterdir()) == ["captions", "image_splits", "img_raw"]
+
+    world_json, cirr_json = tmp_path / "world.json", tmp_path / "cirr.json"
+    code, _, err = run(capsys, "eval", "--model", world_model, "--benchmark", "world", "--seed", 3, "--test-queries", queries, "--output", world_json)
+    assert code == 0, err
+    world = json.loads(world_json.read_text())
+    code, _, err = run(
+        capsys, "eval", "--model", world_model, "--benchmark", "cirr", "--data-root", export, "--split", "val",
+        "--slerp-alpha", world["slerp_alpha"], "--output", cirr_json, "--cache-dir", tmp_path / "cache",
+        "--save-predictions", tmp_path / "predictions", "--num-workers", 0,
+    )
+    assert code == 0, err
+    cirr = json.loads(cirr_json.read_text())
+    assert cirr["queries"] == world["test_queries"] == queries and cirr["gallery_size"] == world["gallery_size"]
+    for method in METHODS:
+        assert cirr["methods"][method] == pytest.approx(world["methods"][method], abs=0.01), method
+
+    # the written val submission scores to the same numbers through `scot score`
+    code, out, err = run(
+        capsys, "score", "--benchmark", "cirr", "--annotations", export / "captions" / "cap.rc2.val.json",
+        "--predictions", tmp_path / "predictions" / "scot" / "cirr_val_recall.json",
+        "--subset-predictions", tmp_path / "predictions" / "scot" / "cirr_val_recall_subset.json",
+    )
+    assert code == 0, err
+    scored = json.loads(out)
+    assert scored == pytest.approx(cirr["methods"]["scot"], abs=0.01)
+
+    code, _, err = run(capsys, "export-world", "--seed", 3, "--output", export)
+    assert code == 2 and "already exists" in err
+
+
+def test_score_rejects_a_broken_submission(tmp_path, capsys):
+    root = make_cirr(tmp_path / "cirr")
+    predictions = tmp_path / "recall.json"
+    predictions.write_text(json.dumps({"version": "rc2", "metric": "recall", "12345": ["a"]}))
+    code, out, err = run(capsys, "score", "--benchmark", "cirr", "--annotations", root / "captions" / "cap.rc2.val.json", "--predictions", predictions)
+    assert code == 2 and out == "" and str(predictions) in err
+    code, _, err = run(capsys, "score", "--benchmark", "circo", "--annotations", tmp_path / "none.json", "--predictions", predictions)
+    assert code == 2 and "--annotations" in err

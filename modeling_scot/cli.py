@@ -106,36 +106,48 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_split(args: argparse.Namespace, category: str | None = None):
-    """The `--benchmark` split named by `--data-root`, `--split` (and FashionIQ's category)."""
+def load_split(args: argparse.Namespace, split: str | None, category: str | None = None):
+    """The `--benchmark` split in `--data-root` (FashionIQ: of one category; GeneCIS: `split` is the task)."""
     from .evaluation.circo import load_circo
     from .evaluation.cirr import load_cirr
     from .evaluation.fashioniq import load_fashioniq
     from .evaluation.genecis import load_genecis
 
-    if not args.data_root or not args.split:
-        raise ValueError(f"--benchmark {args.benchmark} needs --data-root and --split")
     root = Path(args.data_root)
     if not root.is_dir():
         raise FileNotFoundError(f"--data-root {args.data_root!r} does not exist or is not a folder")
     image_root = Path(args.image_root) if args.image_root else None
     if args.benchmark == "cirr":
-        return load_cirr(root, args.split, image_root)
+        return load_cirr(root, split, image_root)
     if args.benchmark == "fashioniq":
-        return load_fashioniq(root, args.split, category, image_root)
+        return load_fashioniq(root, split, category, image_root)
     if args.benchmark == "circo":
-        return load_circo(root, args.split)
-    return load_genecis(root, args.split, image_root)
+        return load_circo(root, split)
+    return load_genecis(root, split, image_root)
+
+
+def _benchmark_splits(args: argparse.Namespace) -> list:
+    """The splits `scot eval` runs: every FashionIQ category / GeneCIS task unless one is named."""
+    from .evaluation.fashioniq import CATEGORIES
+    from .evaluation.genecis import TASKS
+
+    if not args.data_root:
+        raise ValueError(f"--benchmark {args.benchmark} needs --data-root")
+    if args.benchmark == "genecis":
+        return [load_split(args, task) for task in ([args.split] if args.split else TASKS)]
+    if not args.split:
+        raise ValueError(f"--benchmark {args.benchmark} needs --split")
+    if args.benchmark == "fashioniq":
+        return [load_split(args, args.split, category) for category in ([args.category] if args.category else CATEGORIES)]
+    return [load_split(args, args.split)]
 
 
 def _benchmark_report(args: argparse.Namespace, methods: tuple[str, ...]) -> dict:
     from .evaluation.cir_data import check_images
-    from .evaluation.fashioniq import CATEGORIES
-    from .evaluation.runner import average_categories, evaluate_split, require_predictions_dir
+    from .evaluation.runner import average_reports, evaluate_split, require_predictions_dir
     from .quickstart import scot_home
 
-    categories = [args.category] if args.category else list(CATEGORIES)
-    splits = [load_split(args, category) for category in categories] if args.benchmark == "fashioniq" else [load_split(args)]
+    splits = _benchmark_splits(args)
     for split in splits:
         require_predictions_dir(split, args.save_predictions)
         check_images(split)
@@ -154,7 +166,7 @@ def _benchmark_report(args: argparse.Namespace, methods: tuple[str, ...]) -> dic
         )
         for split in splits
     }
-    return next(iter(reports.values())) if len(reports) == 1 else average_categories(reports)
+    return next(iter(reports.values())) if len(reports) == 1 else average_reports(reports)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -278,7 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--benchmark", required=True, choices=BENCHMARKS, help="benchmark to run")
     evaluate.add_argument("--data-root", help="benchmark folder in its official layout (all but world)")
     evaluate.add_argument(
-        "--split", help="cirr: val, test1, train; fashioniq: val, test; circo: val, test; genecis: the task"
+        "--split",
+        help="cirr: val, test1, train; fashioniq: val, test; circo: val, test; genecis: a task (default: all four)",
     )
     evaluate.add_argument("--category", choices=["dress", "shirt", "toptee"], help="fashioniq category (default: all three and their average)")
     evaluate.add_argument("--image-root", help="where the images are, when not under --data-root (cirr, fashioniq, genecis)")

@@ -13,6 +13,7 @@ from modeling_scot.evaluation.circo import load_circo
 from modeling_scot.evaluation.cirr import load_cirr
 from modeling_scot.evaluation.fashioniq import load_fashioniq
 from modeling_scot.evaluation.genecis import load_genecis
+from modeling_scot.evaluation.runner import average_reports
 from modeling_scot.evaluation.scoring import compute_metrics
 from modeling_scot.methods import METHODS
 from modeling_scot.world import clip_path
@@ -118,15 +119,34 @@ def test_missing_images_are_listed_before_the_model_loads(tmp_path, capsys):
     assert "7 of 60 image files are missing" in err and str(removed[0]) in err and "... and 2 more" in err
 
 
-def test_fashioniq_without_category_needs_every_category(saved_model, tmp_path, capsys):
+def test_all_categories_or_tasks_need_every_file(saved_model, tmp_path, capsys):
     root = make_fashioniq(tmp_path / "fiq")
     code, _, err = run(capsys, "eval", "--model", saved_model, "--benchmark", "fashioniq", "--data-root", root, "--split", "val")
     assert code == 2 and "shirt" in err and err.count("\n") <= 2
+    root = make_genecis(tmp_path / "genecis")
+    code, _, err = run(capsys, "eval", "--model", saved_model, "--benchmark", "genecis", "--data-root", root)
+    assert code == 2 and "change_attribute" in err
+
+
+def test_average_over_categories():
+    def report(split, category, r10, r50):
+        return {"benchmark": "fashioniq", "split": split, "category": category, "queries": 10, "gallery_size": 20,
+                "slerp_alpha": 0.5, "methods": {"scot": {"recall@10": r10, "recall@50": r50}}}
+
+    combined = average_reports({"dress": report("val", "dress", 10.0, 40.0), "shirt": report("val", "shirt", 20.0, 45.0),
+                                "toptee": report("val", "toptee", 33.0, 50.0)})
+    assert combined["split"] == "val" and combined["queries"] == 30 and combined["gallery_size"] == 60
+    assert combined["methods"]["scot"] == {
+        "dress/recall@10": 10.0, "dress/recall@50": 40.0, "shirt/recall@10": 20.0, "shirt/recall@50": 45.0,
+        "toptee/recall@10": 33.0, "toptee/recall@50": 50.0, "average/recall@10": 21.0, "average/recall@50": 45.0,
+    }
 
 
 def test_benchmark_flags_are_checked(saved_model, tmp_path, capsys):
     code, _, err = run(capsys, "eval", "--model", saved_model, "--benchmark", "cirr")
-    assert code == 2 and "--data-root and --split" in err
+    assert code == 2 and "needs --data-root" in err
+    code, _, err = run(capsys, "eval", "--model", saved_model, "--benchmark", "cirr", "--data-root", tmp_path)
+    assert code == 2 and "needs --split" in err
     code, _, err = run(capsys, "eval", "--model", saved_model, "--benchmark", "cirr", "--data-root", tmp_path / "nope", "--split", "val")
     assert code == 2 and "does not exist" in err
 

@@ -5,7 +5,7 @@ from .circo import load_circo
 from .cirr import load_cirr
 from .fashioniq import load_fashioniq
 from .genecis import load_genecis
-from .runner import average_categories, evaluate_split, metrics_table
+from .runner import average_reports, evaluate_split, metrics_table
 from .scoring import compute_metrics, top_k_ids
 from .submissions import score_submission, write_circo_submission, write_cirr_submissions
 from .world import evaluate_world, tune_slerp_alpha
@@ -15,7 +15,7 @@ __all__ = [
     "CIRQuery",
     "CIRSplit",
     "MissingImagesError",
-    "average_categories",
+    "average_reports",
     "check_images",
     "compute_metrics",
     "evaluate_split",

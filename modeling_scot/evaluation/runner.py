@@ -146,11 +146,13 @@ def evaluate_split(
     return report
 
 
-def average_categories(reports: Mapping[str, dict]) -> dict:
-    """One report for several categories (FashionIQ): `<category>/<metric>` keys plus `average/<metric>`."""
+def average_reports(reports: Mapping[str, dict]) -> dict:
+    """One report for several FashionIQ categories or GeneCIS tasks: `<name>/<metric>` keys plus
+    `average/<metric>`, the mean over them."""
     first = next(iter(reports.values()))
-    combined = {key: first[key] for key in ("benchmark", "split", "slerp_alpha")}
-    combined["category"] = None
+    splits = {report["split"] for report in reports.values()}
+    combined = {"benchmark": first["benchmark"], "split": splits.pop() if len(splits) == 1 else None}
+    combined |= {"category": None, "slerp_alpha": first["slerp_alpha"]}
     combined["queries"] = sum(report["queries"] for report in reports.values())
     combined["gallery_size"] = sum(report["gallery_size"] for report in reports.values())
     combined["methods"] = {}
@@ -179,7 +181,7 @@ def metrics_table(methods: Mapping[str, Mapping[str, float]]) -> str:
 
 __all__ = [
     "SplitImages",
-    "average_categories",
+    "average_reports",
     "evaluate_split",
     "metrics_table",
     "require_predictions_dir",

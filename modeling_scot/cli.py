@@ -324,10 +324,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--test-queries", type=int, default=1000, help="world benchmark queries")
     export.set_defaults(handler=cmd_export_world)
 
+    from .demo.commands import add_demo_parser
     from .retrieval.commands import add_index_parser, add_search_parser
 
     add_index_parser(commands)
     add_search_parser(commands)
+    add_demo_parser(commands)
     return parser
 
 

@@ -3,13 +3,15 @@
 from .faiss_backend import FaissNotInstalledError, faiss_available
 from .gallery import embed_gallery
 from .index import AUTO_APPROXIMATE_ABOVE, KINDS, GalleryIndex
+from .query import ComposedQuery, compose_query
 from .search import exact_search
-from .sources import DatasetImages, GallerySource, ImageFiles, WorldGallery
+from .sources import DatasetImages, GallerySource, ImageFiles, WorldGallery, gallery_image
 from .store import Gallery
 
 __all__ = [
     "AUTO_APPROXIMATE_ABOVE",
     "KINDS",
+    "ComposedQuery",
     "DatasetImages",
     "FaissNotInstalledError",
     "Gallery",
@@ -17,7 +19,9 @@ __all__ = [
     "GallerySource",
     "ImageFiles",
     "WorldGallery",
+    "compose_query",
     "embed_gallery",
     "exact_search",
     "faiss_available",
+    "gallery_image",
 ]

@@ -9,15 +9,13 @@ import shutil
 import time
 from pathlib import Path
 
-import torch
-
 from ..embedding_cache import encoder_fingerprint
-from ..encoding import encode_images, encode_texts
-from ..methods import METHODS, compose_queries
+from ..methods import METHODS
 from ..modeling_scot import ScotModel
 from .faiss_backend import import_faiss
 from .gallery import embed_gallery
 from .index import KINDS, GalleryIndex, resolve_kind
+from .query import compose_query
 from .sources import ImageFiles, WorldGallery
 
 logger = logging.getLogger(__name__)
@@ -25,17 +23,42 @@ logger = logging.getLogger(__name__)
 CACHE_FOLDER = "embedding-cache"
 
 
-def load_model_and_fingerprint(args: argparse.Namespace) -> tuple[ScotModel, str]:
-    """The `--model` on `--device`/`--dtype`, and the fingerprint of its encoder's float32 weights (the same
-    whatever device and dtype the index was built or searched with)."""
+def load_model_and_fingerprint(model_name: str, device_name: str, dtype_name: str) -> tuple[ScotModel, str]:
+    """The model `model_name` (Hub id or folder) on a device and dtype named as `--device`/`--dtype` take them, and
+    the fingerprint of its encoder's float32 weights (the same whatever device and dtype the index was built or
+    searched with)."""
     from ..cli import load_model
     from ..runtime import resolve_device, resolve_dtype
 
-    device = resolve_device(args.device)
-    dtype = resolve_dtype(args.dtype, device)
-    model = load_model(args.model, "cpu", "fp32")
+    device = resolve_device(device_name)
+    dtype = resolve_dtype(dtype_name, device)
+    model = load_model(model_name, "cpu", "fp32")
     fingerprint = encoder_fingerprint(model)
     return model.to(device=device, dtype=dtype), fingerprint
+
+
+def write_index(
+    model: ScotModel,
+    fingerprint: str,
+    source: ImageFiles | WorldGallery,
+    output: Path,
+    kind: str,
+    *,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    skip_broken: bool = False,
+) -> tuple[GalleryIndex, list[str]]:
+    """Embed `source` with `model` (encoder `fingerprint`) and save a `kind` index of it, recording the source,
+    into `output` (an interrupted run resumes); returns the index and the ids of images left out as undecodable."""
+    gallery = embed_gallery(
+        model, source, output / CACHE_FOLDER, batch_size=batch_size, num_workers=num_workers, skip_broken=skip_broken
+    )
+    index = GalleryIndex.build(
+        gallery.embeddings, gallery.ids, kind, model_fingerprint=fingerprint, source=source.describe()
+    )
+    index.save(output)
+    shutil.rmtree(output / CACHE_FOLDER)
+    return index, gallery.skipped
 
 
 def cmd_index(args: argparse.Namespace) -> int:
@@ -49,22 +72,21 @@ def cmd_index(args: argparse.Namespace) -> int:
         import_faiss(kind)
     output = Path(args.output)
     start = time.perf_counter()
-    model, fingerprint = load_model_and_fingerprint(args)
-    gallery = embed_gallery(
+    model, fingerprint = load_model_and_fingerprint(args.model, args.device, args.dtype)
+    index, skipped = write_index(
         model,
+        fingerprint,
         source,
-        output / CACHE_FOLDER,
+        output,
+        kind,
         batch_size=args.batch_size,
         num_workers=args.num_workers,
         skip_broken=args.skip_broken,
     )
-    index = GalleryIndex.build(gallery.embeddings, gallery.ids, kind, model_fingerprint=fingerprint)
-    index.save(output)
-    shutil.rmtree(output / CACHE_FOLDER)
     seconds = time.perf_counter() - start
     print(f"indexed {len(index)} images ({index.kind}, {index.dim}-d embeddings) into {output} in {seconds:.1f} s")
-    if gallery.skipped:
-        print(f"left out {len(gallery.skipped)} image(s) that cannot be decoded")
+    if skipped:
+        print(f"left out {len(skipped)} image(s) that cannot be decoded")
     return 0
 
 
@@ -97,25 +119,16 @@ def add_index_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=cmd_index)
 
 
-def _check_encoder(index: GalleryIndex, fingerprint: str, args: argparse.Namespace) -> None:
+def check_encoder(index: GalleryIndex, fingerprint: str, index_path: str, model_name: str) -> None:
+    """Raise a ValueError when the index at `index_path` was embedded by another encoder than the model
+    `model_name` (encoder `fingerprint`); warn when the index records none."""
     if index.model_fingerprint is None:
-        logger.warning(f"the index at {args.index} records no encoder fingerprint: cannot check it matches --model")
+        logger.warning(f"the index at {index_path} records no encoder fingerprint: cannot check it matches --model")
     elif index.model_fingerprint != fingerprint:
         raise ValueError(
-            f"the index at {args.index} was built by a different encoder (fingerprint {index.model_fingerprint[:12]}) "
-            f"than --model {args.model} ({fingerprint[:12]}): rebuild it with scot index --model {args.model}"
+            f"the index at {index_path} was built by a different encoder (fingerprint {index.model_fingerprint[:12]}) "
+            f"than --model {model_name} ({fingerprint[:12]}): rebuild it with scot index --model {model_name}"
         )
-
-
-@torch.inference_mode()
-def _query(model: ScotModel, image: str, text: str, method: str) -> tuple[torch.Tensor, float | None]:
-    """The composed query embedding (1, D) and, for scot, the Combiner's weight of the text."""
-    image_embeds = encode_images(model, [image], progress=False)
-    text_embeds = encode_texts(model, [text], progress=False)
-    if method != "scot":
-        return compose_queries(method, model, image_embeds, text_embeds), None
-    output = model.compose(image_embeds.to(model.device), text_embeds.to(model.device))
-    return output.query_embeds.float().cpu(), float(output.modality_weight[0])
 
 
 def _table(report: dict) -> str:
@@ -134,10 +147,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     if not Path(args.image).is_file():
         raise FileNotFoundError(f"--image {args.image!r} does not exist")
     index = GalleryIndex.load(args.index)
-    model, fingerprint = load_model_and_fingerprint(args)
-    _check_encoder(index, fingerprint, args)
-    query, weight = _query(model, args.image, args.text, args.method)
-    scores, ids = index.search(query, args.k, exclude=[args.exclude] if args.exclude else None)
+    model, fingerprint = load_model_and_fingerprint(args.model, args.device, args.dtype)
+    check_encoder(index, fingerprint, args.index, args.model)
+    query = compose_query(model, args.image, args.text, args.method)
+    scores, ids = index.search(query.query_embeds, args.k, exclude=[args.exclude] if args.exclude else None)
     results = [
         {"rank": rank, "id": item, "score": round(score, 6)}
         for rank, (item, score) in enumerate(zip(ids[0], scores[0].tolist()), start=1)
@@ -149,7 +162,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         "text": args.text,
         "method": args.method,
         "k": args.k,
-        "modality_weight": weight,
+        "modality_weight": query.modality_weight,
         "results": results,
     }
     print(json.dumps(report) if args.json else _table(report))
@@ -177,4 +190,12 @@ def add_search_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=cmd_search)
 
 
-__all__ = ["add_index_parser", "add_search_parser", "cmd_index", "cmd_search", "load_model_and_fingerprint"]
+__all__ = [
+    "add_index_parser",
+    "add_search_parser",
+    "check_encoder",
+    "cmd_index",
+    "cmd_search",
+    "load_model_and_fingerprint",
+    "write_index",
+]

@@ -5,7 +5,8 @@ optional faiss package `flat` (exact IndexFlatIP), `ivf`, `hnsw` and `ivfpq` (ap
 `exact` up to `AUTO_APPROXIMATE_ABOVE` embeddings, and `ivf` above it when faiss is installed.
 
 A saved index is a folder: `gallery.parquet` (a `datasets` parquet file: `id`, `embedding`), `index.json`
-(kind, params, dim, count, metric, model fingerprint) and, for faiss kinds, `index.faiss`.
+(kind, params, dim, count, metric, model fingerprint, and where the images are: `source`, see
+`ImageFiles.describe` and `WorldGallery.describe`) and, for faiss kinds, `index.faiss`.
 """
 
 from __future__ import annotations
@@ -96,9 +97,10 @@ class GalleryIndex:
         model_fingerprint: str | None = None,
         normalized: bool = True,
         gallery_file: Path | None = None,
+        source: dict | None = None,
     ):
         self.ids, self.kind, self.params, self.dim = ids, kind, params, dim
-        self.model_fingerprint, self.normalized = model_fingerprint, normalized
+        self.model_fingerprint, self.normalized, self.source = model_fingerprint, normalized, source
         self._embeddings, self._faiss, self._gallery_file = embeddings, faiss_index, gallery_file
         self._positions: dict[str, int] | None = None
 
@@ -111,11 +113,13 @@ class GalleryIndex:
         *,
         params: dict[str, int] | None = None,
         model_fingerprint: str | None = None,
+        source: dict | None = None,
     ) -> GalleryIndex:
         """Index `embeddings` (N, D; L2-normalised for cosine similarity) named by `ids`.
 
         `params` overrides the defaults sized from N: `nlist`, `nprobe` (ivf, ivfpq), `m`,
-        `ef_construction`, `ef_search` (hnsw), `pq_m`, `pq_bits` (ivfpq).
+        `ef_construction`, `ef_search` (hnsw), `pq_m`, `pq_bits` (ivfpq). `source` records where the
+        images are (a gallery source's `describe()`), so that they can be shown later.
         """
         check_embeddings(embeddings, "gallery embeddings")
         ids = list(ids)
@@ -135,6 +139,7 @@ class GalleryIndex:
             faiss_index=None if kind == "exact" else build_faiss_index(kind, embeddings, params),
             model_fingerprint=model_fingerprint,
             normalized=is_normalized(embeddings),
+            source=source,
         )
 
     @classmethod
@@ -205,6 +210,7 @@ class GalleryIndex:
             "metric": METRIC,
             "normalized": self.normalized,
             "model_fingerprint": self.model_fingerprint,
+            "source": self.source,
         }
 
     def save(self, folder: str | os.PathLike) -> Path:
@@ -254,6 +260,7 @@ class GalleryIndex:
             model_fingerprint=config["model_fingerprint"],
             normalized=config["normalized"],
             gallery_file=folder / EMBEDDINGS_FILE,
+            source=config.get("source"),
         )
 
 

@@ -17,7 +17,7 @@ from datasets import Dataset
 from PIL import Image
 
 from ..processing_scot import load_image
-from ..world import build_benchmark, render_scene, scene_id
+from ..world import build_benchmark, render_scene, scene_from_id, scene_id
 from .store import listed
 
 
@@ -32,11 +32,17 @@ class GallerySource(Protocol):
 
 
 class ImageFiles:
-    """Image files; ids default to the paths as given."""
+    """Image files; ids default to the paths as given. `root` is set when every id is a path relative to it."""
 
-    def __init__(self, paths: Sequence[str | os.PathLike], ids: Sequence[str] | None = None):
+    def __init__(
+        self,
+        paths: Sequence[str | os.PathLike],
+        ids: Sequence[str] | None = None,
+        root: str | os.PathLike | None = None,
+    ):
         self.paths = [os.fspath(path) for path in paths]
         self.ids = list(self.paths if ids is None else ids)
+        self.root = None if root is None else Path(root)
         if len(self.ids) != len(self.paths):
             raise ValueError(f"got {len(self.ids)} ids for {len(self.paths)} image paths")
 
@@ -49,7 +55,11 @@ class ImageFiles:
         if not folder.is_dir():
             raise FileNotFoundError(f"gallery folder {str(folder)!r} does not exist or is not a folder")
         files = image_files([str(folder)])
-        return cls(files, [file.relative_to(folder).as_posix() for file in files])
+        return cls(files, [file.relative_to(folder).as_posix() for file in files], root=folder)
+
+    def describe(self) -> dict | None:
+        """`{"kind": "folder", "root": <absolute folder>}` when the ids are paths under `root`, else None."""
+        return None if self.root is None else {"kind": "folder", "root": str(self.root.resolve())}
 
     def image(self, index: int) -> Image.Image:
         return load_image(self.paths[index], f"gallery image {self.ids[index]!r}")
@@ -106,5 +116,19 @@ class WorldGallery:
     def content_key(self) -> str:
         return json.dumps(["world", self.seed, self.num_queries, self.image_size])
 
+    def describe(self) -> dict:
+        """`{"kind": "world", ...}`: the ids name scenes, rendered at `image_size`."""
+        return {"kind": "world", "seed": self.seed, "num_queries": self.num_queries, "image_size": self.image_size}
 
-__all__ = ["DatasetImages", "GallerySource", "ImageFiles", "WorldGallery"]
+
+def gallery_image(source: dict, item: str) -> Image.Image:
+    """The image of gallery id `item`, from a source described by `ImageFiles.describe` or `WorldGallery.describe`."""
+    kind = source.get("kind")
+    if kind == "world":
+        return render_scene(scene_from_id(item), source["image_size"])
+    if kind == "folder":
+        return load_image(os.path.join(source["root"], item), f"gallery image {item!r}")
+    raise ValueError(f"cannot show images of a gallery source of kind {kind!r}: it must be 'world' or 'folder'")
+
+
+__all__ = ["DatasetImages", "GallerySource", "ImageFiles", "WorldGallery", "gallery_image"]

@@ -42,7 +42,7 @@ class QuickstartSettings:
     batch_size: int = 256
     learning_rate: float = 1e-3
     weight_decay: float = 0.01
-    temperature: float = 0.05
+    temperature: float = 0.2
     test_queries: int = 1000
 
 
@@ -141,13 +141,4 @@ def run_quickstart(
     return results
 
 
-def results_table(results: dict) -> str:
-    """The methods' metrics as a plain-text table."""
-    methods = results["methods"]
-    keys = list(next(iter(methods.values())))
-    lines = [f"{'method':<8}" + "".join(f"{key:>18}" for key in keys)]
-    lines += [f"{name:<8}" + "".join(f"{metrics[key]:>18.2f}" for key in keys) for name, metrics in methods.items()]
-    return "\n".join(lines)
-
-
-__all__ = ["QuickstartSettings", "results_table", "run_quickstart", "scot_home", "triplet_dataset"]
+__all__ = ["QuickstartSettings", "run_quickstart", "scot_home", "triplet_dataset"]

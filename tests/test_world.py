@@ -380,7 +380,7 @@ def benchmark():
 
 def test_benchmark_shape_and_ids(benchmark):
     assert len(benchmark.queries) == 1000
-    assert 1300 <= len(benchmark.gallery) <= 1600
+    assert 3300 <= len(benchmark.gallery) <= 3600  # <= 1,400 group scenes, 2,000 look-alikes, 100 distractors
     assert len(set(benchmark.gallery)) == len(benchmark.gallery)
     assert {query.edit_type for query in benchmark.queries} == set(EDIT_TYPES)
     for query in benchmark.queries:
@@ -403,6 +403,16 @@ def test_benchmark_queries_use_only_held_out_changes_of_test_scenes(benchmark):
     assert len(one_attribute_off) >= len(benchmark.queries) // 2
 
 
+def test_every_reference_has_lookalikes_that_are_not_answers(benchmark):
+    gallery = set(benchmark.gallery)
+    answers = {query.target for query in benchmark.queries}
+    for query in benchmark.queries:
+        lookalikes = [scene for scene in one_off_variants(query.reference) if scene in gallery]
+        assert len([scene for scene in lookalikes if scene not in answers]) >= 2
+    no_lookalikes = build_benchmark(3, 40, queries_per_target=4, num_distractors=0, lookalikes_per_reference=0)
+    assert len(build_benchmark(3, 40, queries_per_target=4, num_distractors=0).gallery) >= len(no_lookalikes.gallery) + 60
+
+
 def test_benchmark_ids_feed_the_metrics(benchmark):
     targets, references, subsets = benchmark.target_ids, benchmark.reference_ids, benchmark.subset_ids
     oracle = np.zeros((len(targets), len(benchmark.gallery)))
@@ -418,14 +428,14 @@ def test_benchmark_is_seeded():
     assert small == build_benchmark(3, 40, queries_per_target=4, num_distractors=5)
     assert small != build_benchmark(4, 40, queries_per_target=4, num_distractors=5)
     assert len(small.queries) == 40
-    for bad in (dict(num_queries=0), dict(queries_per_target=0), dict(num_distractors=-1)):
+    for bad in (dict(num_queries=0), dict(queries_per_target=0), dict(num_distractors=-1), dict(lookalikes_per_reference=-1)):
         with pytest.raises(ValueError):
             build_benchmark(0, **{"num_queries": 10, **bad})
 
 
 def test_benchmark_with_single_query_targets():
     bench = build_benchmark(5, 7, queries_per_target=1, num_distractors=0)
-    assert len(bench.gallery) <= 7 * 6 and all(len(set(q.subset_ids)) == 6 for q in bench.queries)
+    assert len(bench.gallery) <= 7 * 8 and all(len(set(q.subset_ids)) == 6 for q in bench.queries)
 
 
 # ----------------------------------------------------------------------------------------------- metrics

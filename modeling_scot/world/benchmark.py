@@ -3,9 +3,11 @@
 Queries come in groups around a target scene T: each reference is T with one change undone, the query's
 modification redoes it, and every change is held out (see `modeling_scot.world.split`). A group holds T, its
 references and one or more scenes equal to T but for one attribute of one object; each query's subset (for
-Recall_subset) is its target, its reference and 4 other scenes of its group. Edit types are balanced. With the
-defaults, 1,000 queries share 200 targets and the gallery holds the (up to 1,400) distinct group scenes plus
-100 random distractors.
+Recall_subset) is its target, its reference and 4 other scenes of its group. As in CIRR, whose galleries hold
+images that look like each reference, the gallery also holds 2 look-alikes of every reference (the reference
+with one attribute of one object changed, never a group scene), so the image closest to the reference is
+rarely the answer. Edit types are balanced. With the defaults, 1,000 queries share 200 targets and the gallery
+holds the (up to 1,400) distinct group scenes, 2,000 reference look-alikes and 100 random distractors.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
     from ..triplets.record import TripletRecord
 
 SUBSET_NEAR_MISSES = 4
+REFERENCE_LOOKALIKES = 2
 ATTEMPTS_PER_TYPE = 20
 UNDO_TYPES = {"add": "remove", "remove": "add"}
 """The edit type that undoes each type (every other type undoes itself)."""
@@ -80,9 +83,11 @@ class _Group:
     target: Scene
     references: tuple[tuple[Scene, Edit], ...]
     near_misses: tuple[Scene, ...]
+    lookalikes: tuple[Scene, ...]
 
     def scenes(self) -> tuple[Scene, ...]:
-        return (self.target, *(reference for reference, _ in self.references), *self.near_misses)
+        references = (reference for reference, _ in self.references)
+        return (self.target, *references, *self.near_misses, *self.lookalikes)
 
 
 def _draw_reference(
@@ -115,8 +120,22 @@ def _first_query(
     raise RuntimeError(f"no held-out query between test scenes of {min_objects} to {max_objects} objects found")
 
 
+def _draw_lookalikes(rng: random.Random, references: list[Scene], members: set[Scene], count: int) -> list[Scene]:
+    """Up to `count` one-off variants of each reference that are not in `members`."""
+    lookalikes: list[Scene] = []
+    for reference in references:
+        variants = [scene for scene in one_off_variants(reference) if scene not in members]
+        lookalikes += rng.sample(variants, min(count, len(variants)))
+    return lookalikes
+
+
 def _draw_group(
-    rng: random.Random, queries: int, type_counts: Counter[str], min_objects: int, max_objects: int
+    rng: random.Random,
+    queries: int,
+    type_counts: Counter[str],
+    min_objects: int,
+    max_objects: int,
+    lookalikes_per_reference: int,
 ) -> _Group | None:
     """`queries` queries sharing a target: the first of the least used edit type so far (`type_counts`), the
     others of the least used types the target allows; None if it allows too few."""
@@ -134,8 +153,10 @@ def _draw_group(
         references.append(found)
         counts[found[1].type_name] += 1
     near_misses = [scene for scene in one_off_variants(target) if scene not in members]
-    count = max(1, SUBSET_NEAR_MISSES + 1 - queries)
-    return _Group(target, tuple(references), tuple(rng.sample(near_misses, count)))
+    near_misses = rng.sample(near_misses, max(1, SUBSET_NEAR_MISSES + 1 - queries))
+    members.update(near_misses)
+    lookalikes = _draw_lookalikes(rng, [reference for reference, _ in references], members, lookalikes_per_reference)
+    return _Group(target, tuple(references), tuple(near_misses), tuple(lookalikes))
 
 
 def build_benchmark(
@@ -143,12 +164,14 @@ def build_benchmark(
     num_queries: int = 1000,
     *,
     queries_per_target: int = 5,
+    lookalikes_per_reference: int = REFERENCE_LOOKALIKES,
     num_distractors: int | None = None,
     min_objects: int = 1,
     max_objects: int = MAX_OBJECTS,
 ) -> WorldBenchmark:
     """Build the benchmark: `num_queries` queries in groups of `queries_per_target` sharing a target, and a
-    gallery of the groups' scenes plus `num_distractors` random scenes (default: `num_queries // 10`), shuffled.
+    gallery of the groups' scenes (with `lookalikes_per_reference` look-alikes of each reference) plus
+    `num_distractors` random scenes (default: `num_queries // 10`), shuffled.
 
     `min_objects`/`max_objects` bound the first reference drawn for each target; the target and the other
     references are one edit away (an edit may add or remove objects, up to 3).
@@ -156,8 +179,10 @@ def build_benchmark(
     if num_queries < 1 or queries_per_target < 1:
         raise ValueError(f"need num_queries >= 1 and queries_per_target >= 1, got {num_queries}, {queries_per_target}")
     num_distractors = num_queries // 10 if num_distractors is None else num_distractors
-    if num_distractors < 0:
-        raise ValueError(f"num_distractors must be >= 0, got {num_distractors}")
+    if num_distractors < 0 or lookalikes_per_reference < 0:
+        raise ValueError(
+            f"num_distractors and lookalikes_per_reference must be >= 0, got {num_distractors}, {lookalikes_per_reference}"
+        )
     rng = derived_rng("benchmark", seed)
     groups: list[_Group] = []
     type_counts: Counter[str] = Counter()
@@ -165,7 +190,9 @@ def build_benchmark(
     for _ in range(GROUP_ATTEMPTS_PER_QUERY * num_queries):
         if not remaining:
             break
-        group = _draw_group(rng, min(queries_per_target, remaining), type_counts, min_objects, max_objects)
+        group = _draw_group(
+            rng, min(queries_per_target, remaining), type_counts, min_objects, max_objects, lookalikes_per_reference
+        )
         if group is not None:
             groups.append(group)
             type_counts.update(edit.type_name for _, edit in group.references)

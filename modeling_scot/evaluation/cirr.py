@@ -11,8 +11,8 @@ the split's image folder is used.
 
 Protocol: Recall@K ranks the whole split gallery with the query's reference removed, on
 `target_hard`; Recall_subset@K ranks the query's `img_set.members` without the reference. test1 has
-no targets (scored by the CIRR evaluation server). One test1 query (pairid 27098) has a blank
-caption; it is kept with empty text.
+no targets (scored by the CIRR evaluation server). A query with a blank caption (pairid
+27098) is kept, in any split, with empty text: its query is the reference image alone.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from .collators import CachedEmbeddingCollator
 from .embedding_cache import build_embedding_cache
 from .io_utils import write_json
 from .evaluation.world import evaluate_world
+from .model_card import eval_results_from_report
 from .modeling_scot import ScotModel
 from .trainer import ScotTrainer
 from .triplets import TRIPLET_FEATURES, generate_world_triplets
@@ -112,9 +113,12 @@ def run_quickstart(
     torch.manual_seed(settings.seed)
     model = ScotModel.from_clip(clip_path(), dtype=encoder_dtype, temperature=settings.temperature).to(device)
     training = train_combiner(model, dataset, settings, work, device)
+    evaluation = evaluate_world(model, settings.seed, num_queries=settings.test_queries)
+    report = {"benchmark": "world", "split": "test", "seed": settings.seed, "methods": evaluation["methods"]}
     model.save_pretrained(
         output / "model",
         model_card={
+            "eval_results": eval_results_from_report(report),
             "training": {
                 "num_triplets": len(dataset),
                 "epochs": settings.epochs,
@@ -124,7 +128,6 @@ def run_quickstart(
             }
         },
     )
-    evaluation = evaluate_world(model, settings.seed, num_queries=settings.test_queries)
     results = {
         "seed": settings.seed,
         "train_triplets": len(dataset),

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from huggingface_hub import ModelCard
 
 from modeling_scot import ScotModel, world
 from modeling_scot.cli import main
@@ -37,7 +38,10 @@ def test_quickstart_writes_results_and_a_loadable_model(quickstart_run, capsys):
     assert 0.1 <= results["slerp_alpha"] <= 0.9
     model = ScotModel.from_pretrained(quickstart_run / "model")
     assert model.processor is not None
-    assert (quickstart_run / "model" / "README.md").is_file()
+    card = ModelCard.load(quickstart_run / "model" / "README.md")
+    recorded = {(r.dataset_type, r.dataset_config, r.metric_type): r.metric_value for r in card.data.eval_results}
+    assert recorded[("scot-world", "seed-3", "recall@1")] == results["methods"]["scot"]["recall@1"]
+    assert len(recorded) == len(results["methods"]["scot"])
 
 
 def test_training_never_sees_a_test_scene_or_combination(quickstart_run):

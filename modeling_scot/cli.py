@@ -31,6 +31,9 @@ def load_model(source: str, device_name: str, dtype_name: str):
     from .modeling_scot import ScotModel
     from .runtime import resolve_device, resolve_dtype
 
+    looks_local = Path(source).is_absolute() or source.startswith(".") or source.count("/") > 1
+    if looks_local and not Path(source).exists():
+        raise FileNotFoundError(f"--model {source!r} does not exist (a Hub id is 'name' or 'org/name')")
     device = resolve_device(device_name)
     dtype = resolve_dtype(dtype_name, device)
     return ScotModel.from_pretrained(source, dtype=dtype).to(device).eval()
@@ -144,12 +147,16 @@ def _benchmark_splits(args: argparse.Namespace) -> list:
 
 def _benchmark_report(args: argparse.Namespace, methods: tuple[str, ...]) -> dict:
     from .evaluation.cir_data import check_images
-    from .evaluation.runner import average_reports, evaluate_split, require_predictions_dir
+    from .evaluation.runner import average_reports, check_split, evaluate_split
     from .quickstart import scot_home
 
+    if args.category and args.benchmark != "fashioniq":
+        raise ValueError(f"--category is for fashioniq, not {args.benchmark}")
+    if not 0.0 <= args.slerp_alpha <= 1.0:
+        raise ValueError(f"--slerp-alpha must be in [0, 1], got {args.slerp_alpha}")
     splits = _benchmark_splits(args)
     for split in splits:
-        require_predictions_dir(split, args.save_predictions)
+        check_split(split, args.save_predictions)
         check_images(split)
     model = load_model(args.model, args.device, args.dtype)
     cache_dir = Path(args.cache_dir) if args.cache_dir else scot_home() / "embeddings"
@@ -169,6 +176,19 @@ def _benchmark_report(args: argparse.Namespace, methods: tuple[str, ...]) -> dic
     return next(iter(reports.values())) if len(reports) == 1 else average_reports(reports)
 
 
+def check_output_paths(args: argparse.Namespace) -> None:
+    """Refuse, before any model work, an --output that is a folder or --save-predictions / --cache-dir that are files."""
+    if args.output:
+        output = Path(args.output)
+        if output.is_dir():
+            raise ValueError(f"--output {args.output!r} is a folder; give a file path for the metrics JSON")
+        if any(parent.exists() and not parent.is_dir() for parent in output.parents):
+            raise ValueError(f"--output {args.output!r}: a parent of it is a file, not a folder")
+    for flag, value in (("--save-predictions", args.save_predictions), ("--cache-dir", args.cache_dir)):
+        if value and any(path.exists() and not path.is_dir() for path in (Path(value), *Path(value).parents)):
+            raise ValueError(f"{flag} {value!r} is a file (or inside one); give a folder")
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     """Evaluate a saved model with every method of the harness on a benchmark: print a table, optionally
     write the metrics JSON (recall in percent) and the ranked lists / test-server submission files."""
@@ -177,6 +197,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .methods import METHODS
 
     methods = tuple(dict.fromkeys(args.method)) if args.method else METHODS
+    check_output_paths(args)
     if args.benchmark == "world":
         model = load_model(args.model, args.device, args.dtype)
         world = evaluate_world(model, args.seed, methods, num_queries=args.test_queries, batch_size=args.batch_size)
@@ -213,7 +234,8 @@ def cmd_export_world(args: argparse.Namespace) -> int:
 
     folder = export_cirr(args.seed, args.output, num_queries=args.test_queries, split=args.split)
     print(f"wrote world seed {args.seed} as CIRR {args.split} into {folder}")
-    print(f"evaluate it:  scot eval --benchmark cirr --data-root {folder} --split {args.split} --model DIR")
+    predictions = " --save-predictions DIR" if args.split == "test1" else ""
+    print(f"evaluate it:  scot eval --benchmark cirr --data-root {folder} --split {args.split} --model DIR{predictions}")
     return 0
 
 
@@ -355,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         return args.handler(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
+    except (ValueError, OSError) as err:
         print(f"scot {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

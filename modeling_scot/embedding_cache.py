@@ -84,7 +84,8 @@ def chunked_encode(
                 raise ValueError(f"cache chunk {path} holds {embeds.shape[0]} rows, expected {len(rows)}")
         else:
             embeds = encode(rows)
-            tmp = path.with_suffix(".tmp")
+            folder.mkdir(parents=True, exist_ok=True)  # another process sharing the cache may have finished and removed it
+            tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
             save_file({"embeds": embeds.contiguous()}, str(tmp))
             os.replace(tmp, path)
         chunks.append(embeds)

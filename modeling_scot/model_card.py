@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import tempfile
 from collections.abc import Mapping
@@ -184,8 +185,12 @@ def eval_results_from_report(report: Mapping[str, Any], method: str = "scot") ->
         split, config = "test", report.get("split")
     elif benchmark == "world":
         config = f"seed-{report.get('seed')}"
+    if not methods[method]:
+        raise ValueError(f"report has no metrics for method {method!r} (a split without public targets?)")
     results = []
     for key, value in methods[method].items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"metric {key!r} of method {method!r} is {value!r}, not a finite number")
         category, _, metric = key.rpartition("/")
         results.append(
             EvalResult(

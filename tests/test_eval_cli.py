@@ -1,6 +1,7 @@
 """`scot eval` on the standard benchmarks' layouts, `scot score`, and the world's CIRR export."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -205,3 +206,80 @@ def test_score_rejects_a_broken_submission(tmp_path, capsys):
     assert code == 2 and out == "" and str(predictions) in err
     code, _, err = run(capsys, "score", "--benchmark", "circo", "--annotations", tmp_path / "none.json", "--predictions", predictions)
     assert code == 2 and "--annotations" in err
+
+
+def test_genecis_rankings_stop_at_each_query_gallery(saved_model, tmp_path, capsys):
+    root = make_genecis(tmp_path / "genecis")
+    predictions = tmp_path / "predictions"
+    code, _, err = run(
+        capsys, "eval", "--model", saved_model, "--benchmark", "genecis", "--data-root", root, "--split", "focus_attribute",
+        "--method", "scot", "--save-predictions", predictions, "--cache-dir", tmp_path / "cache", "--num-workers", 0,
+    )
+    assert code == 0, err
+    [written] = (predictions / "scot").iterdir()
+    rankings = json.loads(written.read_text())
+    split = load_genecis(root, "focus_attribute")
+    shortest = min(len(query.gallery) for query in split.queries)
+    for query in split.queries:
+        assert len(rankings[query.query_id]) == shortest and set(rankings[query.query_id]) <= set(query.gallery)
+
+
+def test_bad_splits_and_output_paths_fail_before_model_work(tmp_path, capsys):
+    root = make_cirr(tmp_path / "cirr")
+    missing_model = tmp_path / "no-such-model"
+    common = ["eval", "--model", missing_model, "--benchmark", "cirr", "--data-root", root]
+    (root / "captions" / "cap.rc2.val.json").write_text("[]")
+    code, _, err = run(capsys, *common, "--split", "val")
+    assert code == 2 and "cap.rc2.val.json: no queries" in err
+
+    small = tmp_path / "small"  # a world export of 3 queries has far fewer than 50 gallery images
+    assert run(capsys, "export-world", "--seed", 1, "--test-queries", 3, "--split", "test1", "--output", small)[0] == 0
+    code, _, err = run(capsys, "eval", "--model", missing_model, "--benchmark", "cirr", "--data-root", small, "--split", "test1", "--save-predictions", tmp_path / "p")
+    assert code == 2 and "too few for submission files that rank 50" in err
+    shutil.rmtree(small)
+
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    for flag, value, message in (
+        ("--output", tmp_path, "is a folder"),
+        ("--output", a_file / "metrics.json", "a parent of it is a file"),
+        ("--save-predictions", a_file, "is a file"),
+        ("--cache-dir", a_file, "is a file"),
+    ):
+        code, _, err = run(capsys, *common, "--split", "test1", flag, value)
+        assert code == 2 and flag in err and message in err, (flag, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "cirr"]
+
+    code, _, err = run(capsys, "eval", "--model", missing_model, "--benchmark", "circo", "--data-root", root, "--split", "val", "--category", "dress")
+    assert code == 2 and "--category is for fashioniq" in err
+    make_circo(tmp_path / "circo")
+    code, _, err = run(capsys, "eval", "--model", missing_model, "--benchmark", "circo", "--data-root", tmp_path / "circo", "--split", "val")
+    assert code == 2 and "does not exist" in err and "Traceback" not in err
+
+
+def test_unreadable_annotation_files_name_the_file(tmp_path, capsys):
+    root = make_cirr(tmp_path / "cirr")
+    captions = root / "captions" / "cap.rc2.val.json"
+    captions.write_bytes(captions.read_bytes().replace(b'"caption": "', b'"caption": "\xe9', 1))
+    code, _, err = run(capsys, "eval", "--model", tmp_path / "m", "--benchmark", "cirr", "--data-root", root, "--split", "val")
+    assert code == 2 and str(captions) in err and "not UTF-8" in err
+    captions.unlink()
+    captions.mkdir()
+    code, _, err = run(capsys, "eval", "--model", tmp_path / "m", "--benchmark", "cirr", "--data-root", root, "--split", "val")
+    assert code == 2 and "is a folder" in err
+
+
+def test_undecodable_and_misplaced_crops_name_the_image(saved_model, tmp_path, capsys):
+    root = make_genecis(tmp_path / "genecis")
+    task = root / "genecis" / "focus_attribute.json"
+    entries = json.loads(task.read_text())
+    entries[0]["target"]["instance_bbox"] = [500, 500, 5, 5]
+    task.write_text(json.dumps(entries))
+    argv = ["eval", "--model", saved_model, "--benchmark", "genecis", "--data-root", root, "--split", "focus_attribute",
+            "--cache-dir", tmp_path / "cache", "--num-workers", 0]
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and "lies outside the 40x20 image" in err and "12.jpg" in err
+    entries[0]["target"]["instance_bbox"] = [float("nan"), 0, 8, 8]
+    task.write_text(json.dumps(entries))
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and "instance_bbox" in err

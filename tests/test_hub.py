@@ -311,3 +311,14 @@ def test_add_results_errors_are_one_line(tmp_path, capsys):
     assert "lincir" in capsys.readouterr().err
     assert add_results.main(["--model", str(tmp_path), "--results", str(tmp_path / "ok.json")]) == 2
     assert "save_pretrained" in capsys.readouterr().err
+
+
+def test_add_results_refuses_values_that_are_not_finite_numbers(tmp_path, capsys):
+    from hub import add_results
+
+    model_card.write_model_card(tmp_path, scot_config())
+    for metrics, message in (({"recall@1": float("nan")}, "not a finite number"), ({"recall@1": "abc"}, "not a finite number"), ({}, "no metrics")):
+        (tmp_path / "r.json").write_text(json.dumps({**CIRR_REPORT, "methods": {"scot": metrics}}))
+        assert add_results.main(["--model", str(tmp_path), "--results", str(tmp_path / "r.json")]) == 2
+        assert message in capsys.readouterr().err
+    assert "model-index" not in (tmp_path / "README.md").read_text()

@@ -1,5 +1,6 @@
 import json
 import logging
+import shutil
 import sys
 
 import pytest
@@ -189,3 +190,18 @@ def test_index_asks_for_faiss_before_model_work(parser, image_folder, tmp_path, 
     args = parser.parse_args(["index", "--model", "/no/such/model", "--images", str(image_folder), "--output", str(tmp_path / "i"), "--kind", "ivf"])
     with pytest.raises(FaissNotInstalledError, match="modeling-scot.faiss."):
         cmd_index(args)
+
+
+def test_chunks_survive_another_run_removing_the_shared_cache_folder(tmp_path):
+    from modeling_scot.embedding_cache import chunked_encode
+
+    folder = tmp_path / "chunks"
+    calls = []
+
+    def encode(rows):
+        calls.append(rows)
+        shutil.rmtree(folder, ignore_errors=True)  # as a concurrent run does when it finishes first
+        return torch.full((len(rows), 3), float(rows.start))
+
+    embeds = chunked_encode(folder, "images", 5, 2, encode, progress=False)
+    assert embeds[:, 0].tolist() == [0, 0, 2, 2, 4] and len(calls) == 3

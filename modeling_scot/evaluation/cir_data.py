@@ -146,6 +146,8 @@ def crop_instance(image: Image.Image, box: Box, dilation: float = GENECIS_DILATI
     left, top = max(0.0, x - dilation * width), max(0.0, y - dilation * height)
     right = min(image.width, left + (1 + dilation) * width)
     bottom = min(image.height, top + (1 + dilation) * height)
+    if right <= left or bottom <= top:
+        raise ValueError(f"crop box {list(box)} lies outside the {image.width}x{image.height} image")
     crop = image.crop((left, top, right, bottom))
     side = max(crop.size)
     canvas = Image.new(crop.mode, (side, side), (0, 0, 0))
@@ -181,9 +183,13 @@ def read_json(file: Path) -> object:
     """Parse a JSON file; a missing file, invalid JSON or a key repeated within one object raise [`AnnotationError`]."""
     file = Path(file)
     try:
-        text = file.read_text(encoding="utf-8")
+        text = file.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise AnnotationError(file, "file not found") from None
+    except IsADirectoryError:
+        raise AnnotationError(file, "is a folder, expected a JSON file") from None
+    except UnicodeDecodeError as error:
+        raise AnnotationError(file, f"not UTF-8 text ({error.reason} at byte {error.start})") from None
     try:
         return json.loads(text, object_pairs_hook=_reject_duplicate_keys(file))
     except json.JSONDecodeError as error:

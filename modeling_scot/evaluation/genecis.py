@@ -16,6 +16,7 @@ repeating the target is dropped); Recall@1/2/3 per task, with ties counted again
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from .cir_data import Box, CIRQuery, CIRSplit, Entry, entries, first_existing, unique
@@ -27,7 +28,7 @@ COCO_FOLDER = "val2017"
 
 def _box(entry: Entry, name: str) -> list[float]:
     values = entry.get(name, list)
-    if len(values) != 4 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+    if len(values) != 4 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
         raise entry.error(name, f"expected [x, y, width, height], got {values!r}")
     if values[2] <= 0 or values[3] <= 0:
         raise entry.error(name, f"width and height must be positive, got {values!r}")

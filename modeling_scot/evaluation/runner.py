@@ -22,12 +22,13 @@ from ..methods import METHODS, compose_queries, slerp
 from ..retrieval import embed_gallery
 from .cir_data import CIRSplit, check_images
 from .scoring import compute_metrics, top_k_ids
-from .submissions import write_circo_submission, write_cirr_submissions
+from .submissions import CIRCO_SIZE, CIRR_RECALL_SIZE, write_circo_submission, write_cirr_submissions
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_SLERP_ALPHA = 0.5
 RANKING_SIZE = 50
+SUBMISSION_SIZES = {"cirr": CIRR_RECALL_SIZE, "circo": CIRCO_SIZE}
 
 
 class SplitImages:
@@ -38,7 +39,11 @@ class SplitImages:
         self.ids = list(ids)
 
     def image(self, index: int) -> Image.Image:
-        return self.split.open_image(self.ids[index])
+        image_id = self.ids[index]
+        try:
+            return self.split.open_image(image_id)
+        except (OSError, ValueError, Image.DecompressionBombError) as err:
+            raise ValueError(f"image {image_id!r} ({self.split.image_paths[image_id]}): {err}") from None
 
     def content_key(self) -> str:
         """Each image's file, size, modification time and crop box."""
@@ -73,13 +78,23 @@ def _reference_embeds(model, split: CIRSplit, gallery: torch.Tensor, cache_dir: 
     return torch.stack(rows)
 
 
-def require_predictions_dir(split: CIRSplit, predictions_dir: object) -> None:
-    """A split without public targets (CIRR test1, CIRCO test) is only worth its submission files."""
+def check_split(split: CIRSplit, predictions_dir: object) -> None:
+    """Refuse, before any model work, a split without queries, a split without public targets (CIRR test1,
+    CIRCO test) and no predictions folder, and submission files the gallery is too small for."""
+    if not split.queries:
+        raise ValueError(f"{split.annotation_file}: no queries")
     if not split.has_targets and predictions_dir is None:
         raise ValueError(
             f"{split.name} has no public targets: pass a predictions folder (--save-predictions DIR) "
             "to write its submission files"
         )
+    if predictions_dir is not None and split.benchmark in SUBMISSION_SIZES:
+        candidates = len(split.gallery) - split.remove_reference
+        if candidates < SUBMISSION_SIZES[split.benchmark]:
+            raise ValueError(
+                f"{split.name}: the gallery has {len(split.gallery)} images, too few for submission files that "
+                f"rank {SUBMISSION_SIZES[split.benchmark]} per query"
+            )
 
 
 def save_predictions(split: CIRSplit, scores: np.ndarray, folder: Path) -> list[Path]:
@@ -88,8 +103,8 @@ def save_predictions(split: CIRSplit, scores: np.ndarray, folder: Path) -> list[
         return list(write_cirr_submissions(split, scores, folder))
     if split.benchmark == "circo":
         return [write_circo_submission(split, scores, folder / f"circo_{split.split}.json")]
-    size = min(RANKING_SIZE, len(split.gallery))
-    rankings = top_k_ids(split, scores, size)
+    sizes = [len(query.gallery) for query in split.queries] if split.has_query_galleries else [len(split.gallery)]
+    rankings = top_k_ids(split, scores, min(RANKING_SIZE, *sizes))
     path = folder / f"{split.name.replace(' ', '_')}_rankings.json"
     write_json(path, {query.query_id: ranking for query, ranking in zip(split.queries, rankings)})
     return [path]
@@ -117,7 +132,7 @@ def evaluate_split(
     unknown = [method for method in methods if method not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
-    require_predictions_dir(split, predictions_dir)
+    check_split(split, predictions_dir)
     check_images(split)
     cache_dir = Path(cache_dir)
     options = {"batch_size": batch_size, "num_workers": num_workers, "progress": progress}
@@ -184,6 +199,6 @@ __all__ = [
     "average_reports",
     "evaluate_split",
     "metrics_table",
-    "require_predictions_dir",
+    "check_split",
     "save_predictions",
 ]

@@ -19,6 +19,7 @@ import shutil
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
@@ -47,7 +48,7 @@ class _DecodedImages(TorchDataset):
     def __getitem__(self, index: int) -> tuple[int, object, str | None]:
         try:
             return index, self.source.image(index), None
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, Image.DecompressionBombError) as err:
             return index, None, str(err)
 
 
@@ -109,7 +110,7 @@ class _EmbeddingStream:
         if errors and not self.skip_broken:
             raise ValueError(
                 f"{len(errors)} gallery image(s) cannot be decoded: {'; '.join(errors[:SHOWN])}"
-                " (pass skip_broken=True, or --skip-broken, to leave them out)"
+                " (embed_gallery(skip_broken=True) and scot index --skip-broken leave such images out)"
             )
         embeds = torch.zeros(len(decoded), self.model.config.embed_dim)
         if inputs:
@@ -192,7 +193,7 @@ def embed_gallery(
         kept = [item for item, ok in zip(ids, decoded.tolist()) if ok]
         gallery = Gallery(kept, embeds[decoded], fingerprint, skipped)
         gallery.save(folder)
-        shutil.rmtree(chunks)
+        shutil.rmtree(chunks, ignore_errors=True)
     if gallery.skipped and not skip_broken:
         raise ValueError(
             f"{len(gallery.skipped)} gallery image(s) could not be decoded in an earlier run with skip_broken=True: "

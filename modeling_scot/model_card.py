@@ -167,7 +167,7 @@ def write_model_card(
 def _metric_name(key: str) -> str:
     family, _, k = key.partition("@")
     names = {"recall": "Recall", "recall_subset": "Recall_subset", "map": "mAP"}
-    return f"{names.get(family, family)}@{k}" if k else key
+    return f"{names.get(family, family)}@{k}" if k else {"avg": "Avg (Recall@5 + Recall_subset@1) / 2"}.get(key, key)
 
 
 def eval_results_from_report(report: Mapping[str, Any], method: str = "scot") -> list[EvalResult]:

@@ -125,6 +125,7 @@ def test_cirr_metrics_by_hand(tmp_path):
         "recall_subset@1": 50.0,
         "recall_subset@2": 50.0,
         "recall_subset@3": 75.0,
+        "avg": 50.0,  # (recall@5 + recall_subset@1) / 2
     }
     assert compute_metrics(load_cirr(tmp_path, "test1"), np.zeros((2, 60))) == {}
 

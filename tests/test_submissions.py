@@ -81,6 +81,7 @@ def test_cirr_round_trip_by_hand(cirr_val, tmp_path):
         "recall_subset@1": 50.0,
         "recall_subset@2": 50.0,
         "recall_subset@3": 75.0,
+        "avg": 50.0,  # (recall@5 + recall_subset@1) / 2
     }
 
 

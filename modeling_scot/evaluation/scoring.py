@@ -44,6 +44,14 @@ def named(family: str, values: dict[int, float]) -> dict[str, float]:
     return {f"{family}@{k}": round(value, 2) for k, value in values.items()}
 
 
+def with_cirr_average(metrics: dict[str, float]) -> dict[str, float]:
+    """CIRR's headline "Avg" as papers report it, the mean of Recall@5 and Recall_subset@1, added as `avg`
+    when both are present."""
+    if "recall@5" in metrics and "recall_subset@1" in metrics:
+        return metrics | {"avg": round((metrics["recall@5"] + metrics["recall_subset@1"]) / 2, 2)}
+    return metrics
+
+
 def _score_matrix(split: CIRSplit, scores: object) -> np.ndarray:
     scores = as_score_matrix(scores)
     expected = (len(split.queries), len(split.gallery))
@@ -88,7 +96,8 @@ def _query_gallery_scores(split: CIRSplit, scores: np.ndarray) -> list[np.ndarra
 def compute_metrics(split: CIRSplit, scores: object) -> dict[str, float]:
     """The benchmark's metrics in percent, rounded to 2 decimals; empty for a split without targets.
 
-    CIRR: recall@1/5/10/50 without the reference, recall_subset@1/2/3 in img_set minus the reference.
+    CIRR: recall@1/5/10/50 without the reference, recall_subset@1/2/3 in img_set minus the reference,
+    and avg (the mean of recall@5 and recall_subset@1).
     FashionIQ: recall@10/50. CIRCO: map@5/10/25/50 and recall@5/10/25/50 on target_img_id.
     GeneCIS: recall@1/2/3 within each query's own gallery. Ties always count against the target.
     """
@@ -108,6 +117,7 @@ def compute_metrics(split: CIRSplit, scores: object) -> dict[str, float]:
     if protocol.subset_ks:
         subsets = _subsets(split)
         metrics |= named("recall_subset", recall_subset_at_k(scores, targets, subsets, exclude, protocol.subset_ks))
+        metrics = with_cirr_average(metrics)
     return metrics
 
 

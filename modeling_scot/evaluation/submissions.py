@@ -17,7 +17,7 @@ from .cir_data import AnnotationError, CIRQuery, CIRSplit, read_json
 from .circo import read_circo_queries
 from .cirr import VERSION, read_cirr_queries
 from .metrics import ranking_map_at_k, ranking_recall_at_k
-from .scoring import PROTOCOLS, named, top_k_ids
+from .scoring import PROTOCOLS, named, top_k_ids, with_cirr_average
 
 CIRR_RECALL_SIZE = 50
 CIRR_SUBSET_SIZE = 3
@@ -147,7 +147,7 @@ def _score_cirr(annotations: Path, predictions: Path, subset_predictions: Path |
     if subset_predictions is not None:
         subsets = _cirr_file(subset_predictions, "recall_subset", queries, CIRR_SUBSET_SIZE, _inside_subset)
         metrics |= named("recall_subset", ranking_recall_at_k(subsets, targets, protocol.subset_ks))
-    return metrics
+    return with_cirr_average(metrics)
 
 
 def _score_circo(annotations: Path, predictions: Path) -> dict[str, float]:

@@ -200,8 +200,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     check_output_paths(args)
     if args.benchmark == "world":
         model = load_model(args.model, args.device, args.dtype)
-        world = evaluate_world(model, args.seed, methods, num_queries=args.test_queries, batch_size=args.batch_size)
-        report = {"benchmark": "world", "split": "test", "seed": args.seed, **world}
+        report = evaluate_world(model, args.seed, methods, num_queries=args.test_queries, batch_size=args.batch_size)
     else:
         report = _benchmark_report(args, methods)
     report = {"model": args.model, **report}

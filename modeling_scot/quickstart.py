@@ -114,11 +114,10 @@ def run_quickstart(
     model = ScotModel.from_clip(clip_path(), dtype=encoder_dtype, temperature=settings.temperature).to(device)
     training = train_combiner(model, dataset, settings, work, device)
     evaluation = evaluate_world(model, settings.seed, num_queries=settings.test_queries)
-    report = {"benchmark": "world", "split": "test", "seed": settings.seed, "methods": evaluation["methods"]}
     model.save_pretrained(
         output / "model",
         model_card={
-            "eval_results": eval_results_from_report(report),
+            "eval_results": eval_results_from_report(evaluation),
             "training": {
                 "num_triplets": len(dataset),
                 "epochs": settings.epochs,

@@ -19,7 +19,7 @@ from PIL import Image
 from ..encoding import encode_texts
 from ..io_utils import write_json
 from ..methods import METHODS, compose_queries, slerp
-from ..retrieval import embed_gallery
+from ..retrieval import ImageFiles, embed_gallery
 from .cir_data import CIRSplit, check_images
 from .scoring import compute_metrics, top_k_ids
 from .submissions import CIRCO_SIZE, CIRR_RECALL_SIZE, write_circo_submission, write_cirr_submissions
@@ -46,13 +46,9 @@ class SplitImages:
             raise ValueError(f"image {image_id!r} ({self.split.image_paths[image_id]}): {err}") from None
 
     def content_key(self) -> str:
-        """Each image's file, size, modification time and crop box."""
-        rows = []
-        for image_id in self.ids:
-            path = self.split.image_paths[image_id]
-            stat = os.stat(path)
-            rows.append((str(path), stat.st_size, stat.st_mtime_ns, self.split.crop_boxes.get(image_id)))
-        return json.dumps(rows)
+        """The image files' key (paths, sizes, modification times) and each image's crop box."""
+        files = ImageFiles([self.split.image_paths[image_id] for image_id in self.ids], self.ids)
+        return json.dumps([files.content_key(), [self.split.crop_boxes.get(image_id) for image_id in self.ids]])
 
 
 def _embed_images(model, split: CIRSplit, ids: Sequence[str], cache_dir: Path, options: Mapping) -> torch.Tensor:

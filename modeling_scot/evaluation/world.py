@@ -87,14 +87,15 @@ def evaluate_world(
     text embedding of the true modified caption), on the world benchmark of `seed`. Slerp's weight is
     tuned on the validation benchmark of `seed`.
 
-    Returns `{"test_queries", "gallery_size", "methods": {name: metrics}, "slerp_alpha",
-    "scot_recall@1_by_edit_type"}`.
+    Returns `{"benchmark": "world", "split": "test", "seed", "test_queries", "gallery_size", "methods":
+    {name: metrics}, "slerp_alpha", "scot_recall@1_by_edit_type"}`.
     """
     data = _embed(model, build_benchmark(seed, num_queries), batch_size, progress)
     benchmark = data.benchmark
     targets = [caption(query.target) for query in benchmark.queries]
     oracle = encode_texts(model, targets, batch_size=batch_size, progress=False)
-    report: dict = {"test_queries": len(benchmark.queries), "gallery_size": len(benchmark.gallery)}
+    report: dict = {"benchmark": "world", "split": "test", "seed": seed}
+    report |= {"test_queries": len(benchmark.queries), "gallery_size": len(benchmark.gallery)}
     results: dict[str, dict[str, float]] = {}
     for method in methods:
         if method == "slerp":

@@ -10,23 +10,18 @@ Recall_subset scenes (target, reference, 4 near misses), as CIRR's sets hold the
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from ..io_utils import write_json
 from .benchmark import build_benchmark
 from .render import render_scene
 
 CIRR_VERSION = "rc2"
 IMAGE_FOLDER = "dev"
-
-
-def _write_json(path: Path, payload: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=1), encoding="utf-8")
 
 
 def export_cirr(
@@ -56,7 +51,7 @@ def export_cirr(
     images.mkdir(parents=True)
     for name, scene in tqdm(zip(names, benchmark.gallery), total=len(names), desc="rendering", disable=not progress):
         render_scene(scene, image_size).save(images / f"{name}.png")
-    _write_json(
+    write_json(
         tmp / "image_splits" / f"split.{CIRR_VERSION}.{split}.json",
         {name: f"./{IMAGE_FOLDER}/{name}.png" for name in names},
     )
@@ -67,7 +62,7 @@ def export_cirr(
             entry |= {"target_hard": names[query.target_id], "target_soft": {names[query.target_id]: 1.0}}
         members = [names[member] for member in query.subset_ids]
         captions.append(entry | {"caption": query.modification, "img_set": {"id": pairid, "members": members}})
-    _write_json(tmp / "captions" / f"cap.{CIRR_VERSION}.{split}.json", captions)
+    write_json(tmp / "captions" / f"cap.{CIRR_VERSION}.{split}.json", captions)
     folder.parent.mkdir(parents=True, exist_ok=True)
     os.replace(tmp, folder)
     return folder

@@ -86,9 +86,18 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def print_metrics(report: dict) -> None:
+    """Print a report's metrics table and, for the world benchmark, its Recall@1 by edit type."""
+    from .evaluation.runner import metrics_table
+
+    print(metrics_table(report["methods"]))
+    if "recall@1_by_edit_type" in report:
+        print("\nRecall@1 by edit type")
+        print(metrics_table(report["recall@1_by_edit_type"]))
+
+
 def cmd_quickstart(args: argparse.Namespace) -> int:
     """Run the whole pipeline offline on the built-in world and write OUTPUT/results.json."""
-    from .evaluation.runner import metrics_table
     from .quickstart import QuickstartSettings, run_quickstart, scot_home
     from .runtime import resolve_device, resolve_dtype
 
@@ -102,7 +111,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     )
     device = resolve_device(args.device)
     results = run_quickstart(output, settings, device, resolve_dtype(args.dtype, device))
-    print(metrics_table(results["methods"]))
+    print_metrics(results)
     print(f"\nresults: {output / 'results.json'}  ({results['seconds']} s)")
     print(f"model:   {output / 'model'}")
     print(f"open the demo on it:  scot demo --model {output / 'model'}")
@@ -192,7 +201,6 @@ def check_output_paths(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     """Evaluate a saved model with every method of the harness on a benchmark: print a table, optionally
     write the metrics JSON (recall in percent) and the ranked lists / test-server submission files."""
-    from .evaluation.runner import metrics_table
     from .evaluation.world import evaluate_world
     from .methods import METHODS
 
@@ -204,7 +212,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         report = _benchmark_report(args, methods)
     report = {"model": args.model, **report}
-    print(metrics_table(report["methods"]))
+    print_metrics(report)
     if args.save_predictions and args.benchmark != "world":
         print(f"predictions: {args.save_predictions}/<method>/")
     if args.output:

@@ -134,7 +134,7 @@ def run_quickstart(
         "gallery_size": evaluation["gallery_size"],
         "methods": evaluation["methods"],
         "slerp_alpha": evaluation.get("slerp_alpha"),
-        "scot_recall@1_by_edit_type": evaluation.get("scot_recall@1_by_edit_type", {}),
+        "recall@1_by_edit_type": evaluation["recall@1_by_edit_type"],
         "training": training,
         "settings": asdict(settings),
         "seconds": round(time.monotonic() - started, 1),

@@ -1,6 +1,7 @@
 """The offline quickstart and `scot eval --benchmark world` on the shipped world CLIP (small sizes)."""
 
 import json
+from collections import Counter
 
 import pytest
 from huggingface_hub import ModelCard
@@ -36,6 +37,12 @@ def test_quickstart_writes_results_and_a_loadable_model(quickstart_run, capsys):
     for metrics in results["methods"].values():
         assert METRIC_KEYS <= set(metrics) and all(0.0 <= value <= 100.0 for value in metrics.values())
     assert 0.1 <= results["slerp_alpha"] <= 0.9
+    queries_per_type = Counter(query.edit_type for query in build_benchmark(3, 40).queries)
+    assert set(results["recall@1_by_edit_type"]) == set(results["methods"])
+    for method, by_type in results["recall@1_by_edit_type"].items():
+        assert set(by_type) == set(queries_per_type)
+        weighted = sum(by_type[name] * count for name, count in queries_per_type.items()) / 40
+        assert abs(weighted - results["methods"][method]["recall@1"]) < 0.05, method
     model = ScotModel.from_pretrained(quickstart_run / "model")
     assert model.processor is not None
     card = ModelCard.load(quickstart_run / "model" / "README.md")

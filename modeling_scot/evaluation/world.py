@@ -88,7 +88,7 @@ def evaluate_world(
     tuned on the validation benchmark of `seed`.
 
     Returns `{"benchmark": "world", "split": "test", "seed", "test_queries", "gallery_size", "methods":
-    {name: metrics}, "slerp_alpha", "scot_recall@1_by_edit_type"}`.
+    {name: metrics}, "slerp_alpha", "recall@1_by_edit_type": {name: {edit type: Recall@1}}}`.
     """
     data = _embed(model, build_benchmark(seed, num_queries), batch_size, progress)
     benchmark = data.benchmark
@@ -97,6 +97,7 @@ def evaluate_world(
     report: dict = {"benchmark": "world", "split": "test", "seed": seed}
     report |= {"test_queries": len(benchmark.queries), "gallery_size": len(benchmark.gallery)}
     results: dict[str, dict[str, float]] = {}
+    by_edit_type: dict[str, dict[str, float]] = {}
     for method in methods:
         if method == "slerp":
             report["slerp_alpha"] = tune_slerp_alpha(model, seed, batch_size=batch_size, progress=False)
@@ -105,10 +106,12 @@ def evaluate_world(
             queries = compose_queries(method, model, data.references, data.modifications)
         scores = queries @ data.gallery.T
         results[method] = _metrics(scores, benchmark)
-        if method == "scot":
-            report["scot_recall@1_by_edit_type"] = _recall_at_1_by_edit_type(scores, benchmark)
-    results[ORACLE] = _metrics(oracle @ data.gallery.T, benchmark)
+        by_edit_type[method] = _recall_at_1_by_edit_type(scores, benchmark)
+    oracle_scores = oracle @ data.gallery.T
+    results[ORACLE] = _metrics(oracle_scores, benchmark)
+    by_edit_type[ORACLE] = _recall_at_1_by_edit_type(oracle_scores, benchmark)
     report["methods"] = results
+    report["recall@1_by_edit_type"] = by_edit_type
     return report
 
 

@@ -98,18 +98,19 @@ def evaluate_world(
     report |= {"test_queries": len(benchmark.queries), "gallery_size": len(benchmark.gallery)}
     results: dict[str, dict[str, float]] = {}
     by_edit_type: dict[str, dict[str, float]] = {}
+
+    def score(name: str, queries: torch.Tensor) -> None:
+        scores = queries @ data.gallery.T
+        results[name] = _metrics(scores, benchmark)
+        by_edit_type[name] = _recall_at_1_by_edit_type(scores, benchmark)
+
     for method in methods:
         if method == "slerp":
             report["slerp_alpha"] = tune_slerp_alpha(model, seed, batch_size=batch_size, progress=False)
-            queries = slerp(data.references, data.modifications, report["slerp_alpha"])
+            score(method, slerp(data.references, data.modifications, report["slerp_alpha"]))
         else:
-            queries = compose_queries(method, model, data.references, data.modifications)
-        scores = queries @ data.gallery.T
-        results[method] = _metrics(scores, benchmark)
-        by_edit_type[method] = _recall_at_1_by_edit_type(scores, benchmark)
-    oracle_scores = oracle @ data.gallery.T
-    results[ORACLE] = _metrics(oracle_scores, benchmark)
-    by_edit_type[ORACLE] = _recall_at_1_by_edit_type(oracle_scores, benchmark)
+            score(method, compose_queries(method, model, data.references, data.modifications))
+    score(ORACLE, oracle)
     report["methods"] = results
     report["recall@1_by_edit_type"] = by_edit_type
     return report

@@ -3,7 +3,9 @@
 Draws rule-written remove triplets from training scenes and training combinations, embeds them with the
 shipped world CLIP, and trains a fresh Combiner on each pair of inputs with the SCOT loss. A held-out
 triplet counts as ranked when its query scores its modified caption above every other modified caption of
-its batch, its hard negatives and its original caption. The inputs:
+its batch, its hard negatives and its original caption. Each probe then answers the remove queries of the world's validation benchmark (seed -1, 1,000
+queries of all types; the gallery as in `evaluate_world`), from the same inputs, by Recall@1 with each
+query's reference removed; the oracle row retrieves with the true modified caption. The inputs:
 
 - `image + modification`: what SCOT gets (V, T_m). The modification names the object as briefly as the
   scene allows ("remove the circle").
@@ -30,10 +32,12 @@ import torch
 
 from modeling_scot import ScotModel
 from modeling_scot.encoding import encode_images, encode_texts
+from modeling_scot.evaluation.metrics import recall_at_k
+from modeling_scot.evaluation.world import validation_seed
 from modeling_scot.io_utils import write_json
 from modeling_scot.losses import scot_contrastive_loss
 from modeling_scot.modeling_scot import Combiner
-from modeling_scot.world import caption, clip_path, render_scene
+from modeling_scot.world import build_benchmark, caption, clip_path, render_scene
 from modeling_scot.world.edits import sample_edit
 from modeling_scot.world.negatives import hard_negative_captions
 from modeling_scot.world.scene import Scene, sample_scene
@@ -46,6 +50,7 @@ INPUTS = {
     "caption + removed object": ("caption", "removed_object"),
 }
 HARD_NEGATIVES = 3
+VALIDATION_QUERIES = 1000
 
 
 def remove_triplets(count: int, seed: int) -> dict[str, list]:
@@ -83,6 +88,29 @@ def embed(model: ScotModel, columns: dict[str, list], batch_size: int) -> dict[s
     }
 
 
+def validation_removals(model: ScotModel, batch_size: int) -> dict:
+    """The validation benchmark's remove queries: their inputs as in `embed`, gallery, targets and references."""
+    benchmark = build_benchmark(validation_seed(0), VALIDATION_QUERIES)
+    queries = [query for query in benchmark.queries if query.edit_type == "remove"]
+    texts = lambda items: encode_texts(model, items, batch_size=batch_size)
+    gallery = encode_images(model, [render_scene(scene) for scene in benchmark.gallery], batch_size=batch_size)
+    return {
+        "gallery": gallery,
+        "image": gallery[[query.reference_id for query in queries]],
+        "caption": texts([caption(query.reference) for query in queries]),
+        "modification": texts([query.modification for query in queries]),
+        "removed_object": texts([caption(Scene(query.edit.subjects())) for query in queries]),
+        "target": texts([caption(query.target) for query in queries]),
+        "target_ids": [query.target_id for query in queries],
+        "exclude": [[query.reference_id] for query in queries],
+    }
+
+
+def retrieval_at_1(queries: torch.Tensor, removals: dict) -> float:
+    """Recall@1 (%) of `queries` for the validation remove queries, each reference removed from its ranking."""
+    return round(recall_at_k(queries @ removals["gallery"].T, removals["target_ids"], removals["exclude"], (1,))[1], 1)
+
+
 def ranked(combiner: Combiner, embeds: dict[str, torch.Tensor], inputs: tuple[str, str], rows: torch.Tensor, batch: int) -> float:
     """Percent of `rows` whose modified caption outscores the batch's others, its hard negatives and its caption."""
     combiner.eval()
@@ -106,8 +134,11 @@ def ranked(combiner: Combiner, embeds: dict[str, torch.Tensor], inputs: tuple[st
     return round(100 * torch.cat(hits).float().mean().item(), 1)
 
 
-def probe(embeds: dict[str, torch.Tensor], inputs: tuple[str, str], args: argparse.Namespace) -> dict[str, float]:
-    """Train a fresh Combiner on `inputs` of the training rows; caption ranking on training and held-out rows."""
+def probe(
+    embeds: dict[str, torch.Tensor], removals: dict, inputs: tuple[str, str], args: argparse.Namespace
+) -> dict[str, float]:
+    """Train a fresh Combiner on `inputs` of the training rows; caption ranking on training and held-out rows
+    and validation remove Recall@1."""
     torch.manual_seed(args.seed)
     dim = embeds["image"].shape[1]
     combiner = Combiner(dim, 2 * dim, 2 * dim)
@@ -129,9 +160,12 @@ def probe(embeds: dict[str, torch.Tensor], inputs: tuple[str, str], args: argpar
         loss.backward()
         optimizer.step()
     held_out = torch.arange(train_rows, len(embeds["image"]))
+    with torch.no_grad():
+        queries = combiner.eval()(removals[inputs[0]], removals[inputs[1]])[0]
     return {
         "train": ranked(combiner, embeds, inputs, torch.arange(min(train_rows, args.held_out)), args.batch_size),
         "held_out": ranked(combiner, embeds, inputs, held_out, args.batch_size),
+        "validation_remove_recall@1": retrieval_at_1(queries, removals),
     }
 
 
@@ -151,9 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     model = ScotModel.from_clip(clip_path()).eval()
     embeds = embed(model, remove_triplets(args.triplets, args.seed), batch_size=512)
+    removals = validation_removals(model, batch_size=512)
     report = {
         "settings": {key: value for key, value in vars(args).items() if key != "output"},
-        "caption_ranking": {name: probe(embeds, inputs, args) for name, inputs in INPUTS.items()},
+        "validation_remove_queries": len(removals["target_ids"]),
+        "oracle_validation_remove_recall@1": retrieval_at_1(removals["target"], removals),
+        "probes": {name: probe(embeds, removals, inputs, args) for name, inputs in INPUTS.items()},
     }
     report["seconds"] = round(time.monotonic() - started, 1)
     print(json.dumps(report, indent=2))

@@ -1,4 +1,4 @@
-"""bench/remove_probe.py: remove triplets are what they claim, and the probe reports every input."""
+"""bench/remove_probe.py: remove triplets are what they claim, and the probe reports every input and the oracle."""
 
 import json
 
@@ -23,7 +23,9 @@ def test_remove_triplets_remove_one_object_of_a_training_scene():
 def test_probe_reports_each_input_and_the_removed_object_helps(tmp_path):
     output = tmp_path / "probe.json"
     assert main(["--triplets", "600", "--held-out", "128", "--steps", "60", "--batch-size", "128", "--output", str(output)]) == 0
-    ranking = json.loads(output.read_text())["caption_ranking"]
+    report = json.loads(output.read_text())
+    ranking = report["probes"]
+    assert report["validation_remove_queries"] > 50 and 0 < report["oracle_validation_remove_recall@1"] <= 100
     assert set(ranking) == set(INPUTS)
     assert all(0 <= value <= 100 for scores in ranking.values() for value in scores.values())
     assert ranking["image + removed object"]["held_out"] > ranking["image + modification"]["held_out"] + 20

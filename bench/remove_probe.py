@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import torch
+from transformers import get_cosine_schedule_with_warmup
 
 from modeling_scot import ScotModel
 from modeling_scot.encoding import encode_images, encode_texts
@@ -113,7 +114,6 @@ def retrieval_at_1(queries: torch.Tensor, removals: dict) -> float:
 
 def ranked(combiner: Combiner, embeds: dict[str, torch.Tensor], inputs: tuple[str, str], rows: torch.Tensor, batch: int) -> float:
     """Percent of `rows` whose modified caption outscores the batch's others, its hard negatives and its caption."""
-    combiner.eval()
     hits = []
     with torch.no_grad():
         for start in range(0, len(rows), batch):
@@ -130,7 +130,6 @@ def ranked(combiner: Combiner, embeds: dict[str, torch.Tensor], inputs: tuple[st
                 dim=1,
             )
             hits.append(positive > others.max(1).values)
-    combiner.train()
     return round(100 * torch.cat(hits).float().mean().item(), 1)
 
 
@@ -143,11 +142,10 @@ def probe(
     dim = embeds["image"].shape[1]
     combiner = Combiner(dim, 2 * dim, 2 * dim)
     optimizer = torch.optim.AdamW(combiner.parameters(), lr=args.learning_rate, weight_decay=0.01)
+    schedule = get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=0, num_training_steps=args.steps)
     train_rows = len(embeds["image"]) - args.held_out
-    for step in range(args.steps):
+    for _ in range(args.steps):
         rows = torch.randint(train_rows, (args.batch_size,))
-        for group in optimizer.param_groups:
-            group["lr"] = args.learning_rate * 0.5 * (1 + math.cos(math.pi * step / args.steps))
         query = combiner(embeds[inputs[0]][rows], embeds[inputs[1]][rows])[0]
         loss = scot_contrastive_loss(
             query,
@@ -159,9 +157,11 @@ def probe(
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        schedule.step()
+    combiner.eval()
     held_out = torch.arange(train_rows, len(embeds["image"]))
     with torch.no_grad():
-        queries = combiner.eval()(removals[inputs[0]], removals[inputs[1]])[0]
+        queries = combiner(removals[inputs[0]], removals[inputs[1]])[0]
     return {
         "train": ranked(combiner, embeds, inputs, torch.arange(min(train_rows, args.held_out)), args.batch_size),
         "held_out": ranked(combiner, embeds, inputs, held_out, args.batch_size),

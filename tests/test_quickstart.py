@@ -37,7 +37,7 @@ def test_quickstart_writes_results_and_a_loadable_model(quickstart_run, capsys):
     for metrics in results["methods"].values():
         assert METRIC_KEYS <= set(metrics) and all(0.0 <= value <= 100.0 for value in metrics.values())
     assert 0.1 <= results["slerp_alpha"] <= 0.9
-    queries_per_type = Counter(query.edit_type for query in build_benchmark(3, 40).queries)
+    queries_per_type = Counter(query.edit_type for query in build_benchmark(results["seed"], results["test_queries"]).queries)
     assert set(results["recall@1_by_edit_type"]) == set(results["methods"])
     for method, by_type in results["recall@1_by_edit_type"].items():
         assert set(by_type) == set(queries_per_type)

@@ -1,0 +1,244 @@
+"""Can grid-region embeddings of the reference image give the Combiner the object an edit refers to?
+
+The frozen world CLIP embeds each reference image once whole (V) and once per cell of a G x G grid, with
+everything outside the cell filled with the image's border colour (a masked region image). A Combiner then
+trains on the quickstart's rule-written triplets (all edit types, text targets only) with the SCOT loss,
+its text input being the modification T_m plus a learned linear map of one region embedding, the edit's
+referent. Training picks the referent from text alone: the region closest to T_c - T_u, what the caption
+loses. At retrieval (the world's validation benchmark, 1,000 queries of all types, each reference removed
+from its ranking) the referent comes from:
+
+- `modification`: the region closest to T_m (zero-shot referring, no label);
+- `true object` (a ceiling, not a method): the cell of the edit's first object.
+
+The report also gives a plain Combiner trained the same way, how well each region embedding matches the
+full description of the object in its cell, and the referring accuracy of T_m and of T_c - T_u per edit
+type. Prints and writes one JSON object.
+
+    python bench/region_probe.py --output region_probe.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import get_cosine_schedule_with_warmup
+
+from modeling_scot import ScotModel
+from modeling_scot.encoding import encode_images, encode_texts, resolve_processor
+from modeling_scot.evaluation.world import validation_seed
+from modeling_scot.io_utils import write_json
+from modeling_scot.losses import scot_contrastive_loss
+from modeling_scot.modeling_scot import Combiner
+from modeling_scot.triplets import generate_world_triplets
+from modeling_scot.world import build_benchmark, caption, clip_path, render_scene
+from modeling_scot.world.scene import Scene
+
+HARD_NEGATIVES = 3
+VALIDATION_QUERIES = 1000
+REFERRING = ("modification", "true object")
+NO_SUBJECT = -1
+"""The referent cell of an edit that changes no object of the reference (add)."""
+
+
+@torch.no_grad()
+def region_embeds(model: ScotModel, images: list, grid: int, batch_size: int) -> torch.Tensor:
+    """(N, grid * grid, D) embeddings of each image with all but one grid cell filled with its border colour."""
+    processor = resolve_processor(model, None)
+    parts = []
+    for start in range(0, len(images), batch_size):
+        pixels = processor(images=images[start : start + batch_size], return_tensors="pt")["pixel_values"]
+        batch, channels, height, width = pixels.shape
+        border = torch.cat([pixels[..., 0, :], pixels[..., -1, :], pixels[..., :, 0], pixels[..., :, -1]], dim=-1)
+        fill = border.median(dim=-1).values[:, :, None, None].expand_as(pixels)
+        masked = []
+        for row in range(grid):
+            for column in range(grid):
+                rows = slice(round(row * height / grid), round((row + 1) * height / grid))
+                columns = slice(round(column * width / grid), round((column + 1) * width / grid))
+                region = fill.clone()
+                region[..., rows, columns] = pixels[..., rows, columns]
+                masked.append(region)
+        stacked = torch.stack(masked, dim=1).reshape(batch * grid * grid, channels, height, width)
+        parts.append(model.get_image_features(stacked).view(batch, grid * grid, -1))
+    return torch.cat(parts)
+
+
+def training_data(model: ScotModel, args: argparse.Namespace) -> dict[str, torch.Tensor]:
+    """The quickstart's triplets for `--seed`, embedded: V and regions per row, T_m, T_u, T_c, negatives."""
+    records = list(generate_world_triplets(args.seed, args.num_scenes, 4, num_hard_negatives=HARD_NEGATIVES))
+    image_of: dict[str, int] = {}
+    images = []
+    for record in records:
+        if record.source_id not in image_of:
+            image_of[record.source_id] = len(images)
+            images.append(record.image)
+    rows = torch.tensor([image_of[record.source_id] for record in records])
+    texts = lambda items: encode_texts(model, items, batch_size=1024, progress=False)
+    negatives = [(record.hard_negatives + [record.modified_caption] * HARD_NEGATIVES)[:HARD_NEGATIVES] for record in records]
+    return {
+        "image": encode_images(model, images, batch_size=512, progress=False)[rows],
+        "regions": region_embeds(model, images, args.grid, batch_size=256)[rows],
+        "modification": texts([record.modification for record in records]),
+        "target": texts([record.modified_caption for record in records]),
+        "caption": texts([record.caption for record in records]),
+        "negatives": texts([text for group in negatives for text in group]).view(len(records), HARD_NEGATIVES, -1),
+        "negative_mask": torch.tensor([[i < len(record.hard_negatives) for i in range(HARD_NEGATIVES)] for record in records]),
+    }
+
+
+def validation_data(model: ScotModel, args: argparse.Namespace) -> dict:
+    """The validation benchmark of `--seed`: gallery, query inputs, true referent cells and edit types."""
+    benchmark = build_benchmark(validation_seed(args.seed), VALIDATION_QUERIES)
+    queries = benchmark.queries
+    gallery_images = [render_scene(scene) for scene in benchmark.gallery]
+    gallery = encode_images(model, gallery_images, batch_size=512, progress=False)
+    references = [query.reference_id for query in queries]
+    texts = lambda items: encode_texts(model, items, batch_size=1024, progress=False)
+    return {
+        "gallery": gallery,
+        "image": gallery[references],
+        "regions": region_embeds(model, [gallery_images[i] for i in references], args.grid, batch_size=256),
+        "modification": texts([query.modification for query in queries]),
+        "loss_direction": texts([caption(q.reference) for q in queries]) - texts([caption(q.target) for q in queries]),
+        "objects": texts([caption(Scene(query.edit.subjects()[:1] or query.reference.objects[:1])) for query in queries]),
+        "cells": torch.tensor([query.edit.subjects()[0].cell if query.edit.subjects() else NO_SUBJECT for query in queries]),
+        "edit_types": [query.edit_type for query in queries],
+        "target_ids": [query.target_id for query in queries],
+        "exclude": [[reference] for reference in references],
+    }
+
+
+def closest_region(direction: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+    """Index of the region embedding with the highest cosine to `direction`, per row."""
+    return torch.einsum("bd,bkd->bk", F.normalize(direction, dim=-1), regions).argmax(dim=1)
+
+
+class RegionCombiner(nn.Module):
+    """A Combiner whose text input is T_m plus a linear map of the referred region (none: plain Combiner)."""
+
+    def __init__(self, dim: int, with_region: bool):
+        super().__init__()
+        self.combiner = Combiner(dim, 2 * dim, 2 * dim)
+        self.region = nn.Linear(dim, dim) if with_region else None
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+        if self.region is not None:
+            text = text + self.region(region)
+        return self.combiner(image, text)[0]
+
+
+def train(data: dict[str, torch.Tensor], with_region: bool, args: argparse.Namespace) -> RegionCombiner:
+    """Train on all rows for `--epochs` with the SCOT loss; the referent is the region closest to T_c - T_u."""
+    torch.manual_seed(args.seed)
+    rows_total = len(data["image"])
+    model = RegionCombiner(data["image"].shape[1], with_region)
+    steps_per_epoch = rows_total // args.batch_size
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=0.01)
+    schedule = get_cosine_schedule_with_warmup(optimizer, steps_per_epoch // 2, steps_per_epoch * args.epochs)
+    referent = closest_region(data["caption"] - data["target"], data["regions"])
+    for _ in range(args.epochs):
+        order = torch.randperm(rows_total)
+        for step in range(steps_per_epoch):
+            rows = order[step * args.batch_size : (step + 1) * args.batch_size]
+            region = data["regions"][rows, referent[rows]]
+            query = model(data["image"][rows], data["modification"][rows], region)
+            loss = scot_contrastive_loss(
+                query,
+                data["target"][rows],
+                1 / args.temperature,
+                negative_embeds=data["negatives"][rows],
+                negative_mask=data["negative_mask"][rows],
+                caption_embeds=data["caption"][rows],
+            )
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    return model.eval()
+
+
+def by_edit_type(values: list[float], edit_types: list[str]) -> dict[str, float]:
+    """Mean of `values` (percent) per edit type and over all queries."""
+    groups: dict[str, list[float]] = defaultdict(list)
+    for value, edit_type in zip(values, edit_types):
+        groups[edit_type].append(value)
+    means = {name: round(100 * sum(group) / len(group), 1) for name, group in sorted(groups.items())}
+    return {"all": round(100 * sum(values) / len(values), 1), **means}
+
+
+def hits_at_1(queries: torch.Tensor, validation: dict) -> list[float]:
+    """1.0 where a query's target ranks first (its reference removed from the ranking), else 0.0."""
+    scores = queries @ validation["gallery"].T
+    for row, excluded in enumerate(validation["exclude"]):
+        scores[row, excluded] = -torch.inf
+    return (scores.argmax(dim=1) == torch.tensor(validation["target_ids"])).float().tolist()
+
+
+def report(args: argparse.Namespace) -> dict:
+    started = time.monotonic()
+    model = ScotModel.from_clip(clip_path()).eval()
+    data = training_data(model, args)
+    if len(data["image"]) < args.batch_size:
+        raise ValueError(f"--batch-size {args.batch_size} exceeds the {len(data['image'])} training triplets")
+    validation = validation_data(model, args)
+    regions, cells, edit_types = validation["regions"], validation["cells"], validation["edit_types"]
+    rows = torch.arange(len(cells))
+    zero_shot = closest_region(validation["modification"], regions)
+    referents = {"modification": zero_shot, "true object": torch.where(cells == NO_SUBJECT, zero_shot, cells)}
+    with_subject = (cells != NO_SUBJECT).nonzero().squeeze(1).tolist()
+    subject_types = [edit_types[i] for i in with_subject]
+    accuracy = lambda chosen: by_edit_type((chosen == cells)[with_subject].float().tolist(), subject_types)
+    result = {
+        "settings": {key: value for key, value in vars(args).items() if key != "output"},
+        "train_triplets": len(data["image"]),
+        "object_region_match": accuracy(closest_region(validation["objects"], regions)),
+        "referring_accuracy": {
+            "modification": accuracy(zero_shot),
+            "caption loss direction": accuracy(closest_region(validation["loss_direction"], regions)),
+        },
+        "recall@1": {},
+    }
+    plain, with_region = train(data, False, args), train(data, True, args)
+    with torch.no_grad():
+        queries = plain(validation["image"], validation["modification"], regions[:, 0])
+        result["recall@1"]["combiner"] = by_edit_type(hits_at_1(queries, validation), edit_types)
+        for name in REFERRING:
+            queries = with_region(validation["image"], validation["modification"], regions[rows, referents[name]])
+            result["recall@1"][f"combiner + region ({name})"] = by_edit_type(hits_at_1(queries, validation), edit_types)
+    result["seconds"] = round(time.monotonic() - started, 1)
+    return result
+
+
+parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+parser.add_argument("--seed", type=int, default=0, help="world seed of the triplets; validation uses its validation seed")
+parser.add_argument("--num-scenes", type=int, default=10000)
+parser.add_argument("--grid", type=int, default=3, help="regions per side (the world's grid is 3 x 3)")
+parser.add_argument("--epochs", type=int, default=16)
+parser.add_argument("--batch-size", type=int, default=256)
+parser.add_argument("--learning-rate", type=float, default=1e-3)
+parser.add_argument("--temperature", type=float, default=0.2)
+parser.add_argument("--output", type=Path, default=None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser.parse_args(argv)
+    if min(args.grid, args.num_scenes, args.epochs, args.batch_size) < 1:
+        parser.error("--grid, --num-scenes, --epochs and --batch-size must be >= 1")
+    result = report(args)
+    print(json.dumps(result, indent=2))
+    if args.output is not None:
+        write_json(args.output, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

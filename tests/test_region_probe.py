@@ -1,0 +1,45 @@
+"""bench/region_probe.py: masked grid regions hold the object of their cell, and the probe reports every row."""
+
+import json
+
+import pytest
+import torch
+
+from bench.region_probe import REFERRING, closest_region, main, region_embeds
+from modeling_scot import ScotModel
+from modeling_scot.encoding import encode_texts
+from modeling_scot.world import caption, clip_path, render_scene
+from modeling_scot.world.scene import Scene, WorldObject
+
+
+@pytest.fixture(scope="module")
+def world_model():
+    return ScotModel.from_clip(clip_path()).eval()
+
+
+def test_region_of_an_object_matches_its_description_and_empty_cells_match_each_other(world_model):
+    objects = (WorldObject("circle", "red", "large", "solid", 0), WorldObject("star", "blue", "large", "outlined", 8))
+    regions = region_embeds(world_model, [render_scene(Scene(objects))], grid=3, batch_size=4)[0]
+    assert regions.shape == (9, world_model.config.embed_dim)
+    descriptions = encode_texts(world_model, [caption(Scene((obj,))) for obj in objects], progress=False)
+    assert closest_region(descriptions, regions.expand(2, -1, -1)).tolist() == [0, 8]
+    empty = regions[1:8]
+    assert torch.allclose(empty, empty[:1].expand_as(empty), atol=1e-5)
+    assert not torch.allclose(regions[0], regions[8], atol=1e-2)
+
+
+def test_probe_reports_every_row_and_regions_hold_their_objects(tmp_path):
+    output = tmp_path / "probe.json"
+    assert main(["--num-scenes", "200", "--epochs", "1", "--batch-size", "64", "--output", str(output)]) == 0
+    report = json.loads(output.read_text())
+    assert report["train_triplets"] > 500
+    assert set(report["recall@1"]) == {"combiner", *(f"combiner + region ({name})" for name in REFERRING)}
+    for scores in report["recall@1"].values():
+        assert "remove" in scores and all(0 <= value <= 100 for value in scores.values())
+    assert min(report["object_region_match"].values()) >= 90
+    assert set(report["referring_accuracy"]) == {"modification", "caption loss direction"}
+
+
+def test_probe_refuses_a_batch_larger_than_the_data():
+    with pytest.raises(ValueError, match="exceeds"):
+        main(["--num-scenes", "2", "--epochs", "1", "--batch-size", "4096"])

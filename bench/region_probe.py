@@ -21,7 +21,6 @@ type. Prints and writes one JSON object.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections import defaultdict
@@ -32,15 +31,17 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import get_cosine_schedule_with_warmup
 
-from modeling_scot import ScotModel
-from modeling_scot.encoding import encode_images, encode_texts, resolve_processor
-from modeling_scot.evaluation.world import validation_seed
-from modeling_scot.io_utils import write_json
-from modeling_scot.losses import scot_contrastive_loss
-from modeling_scot.modeling_scot import Combiner
-from modeling_scot.triplets import generate_world_triplets
-from modeling_scot.world import build_benchmark, caption, clip_path, render_scene
-from modeling_scot.world.scene import Scene
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from remove_probe import emit, scot_step  # noqa: E402
+
+from modeling_scot import ScotModel  # noqa: E402
+from modeling_scot.encoding import encode_images, encode_texts, resolve_processor  # noqa: E402
+from modeling_scot.evaluation.world import validation_seed  # noqa: E402
+from modeling_scot.modeling_scot import Combiner  # noqa: E402
+from modeling_scot.triplets import generate_world_triplets  # noqa: E402
+from modeling_scot.world import build_benchmark, caption, clip_path, render_scene  # noqa: E402
+from modeling_scot.world.scene import Scene  # noqa: E402
 
 HARD_NEGATIVES = 3
 VALIDATION_QUERIES = 1000
@@ -151,18 +152,7 @@ def train(data: dict[str, torch.Tensor], with_region: bool, args: argparse.Names
             rows = order[step * args.batch_size : (step + 1) * args.batch_size]
             region = data["regions"][rows, referent[rows]]
             query = model(data["image"][rows], data["modification"][rows], region)
-            loss = scot_contrastive_loss(
-                query,
-                data["target"][rows],
-                1 / args.temperature,
-                negative_embeds=data["negatives"][rows],
-                negative_mask=data["negative_mask"][rows],
-                caption_embeds=data["caption"][rows],
-            )
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
+            scot_step(query, data, rows, args.temperature, optimizer, schedule)
     return model.eval()
 
 
@@ -233,10 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if min(args.grid, args.num_scenes, args.epochs, args.batch_size) < 1:
         parser.error("--grid, --num-scenes, --epochs and --batch-size must be >= 1")
-    result = report(args)
-    print(json.dumps(result, indent=2))
-    if args.output is not None:
-        write_json(args.output, result)
+    emit(report(args), args.output)
     return 0
 
 

@@ -133,6 +133,31 @@ def ranked(combiner: Combiner, embeds: dict[str, torch.Tensor], inputs: tuple[st
     return round(100 * torch.cat(hits).float().mean().item(), 1)
 
 
+def scot_step(
+    query: torch.Tensor,
+    embeds: dict[str, torch.Tensor],
+    rows: torch.Tensor,
+    temperature: float,
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+) -> None:
+    """One optimiser step on the SCOT loss of `query` against the `rows` of `embeds` (`target`, `negatives`,
+    optional `negative_mask`, `caption`)."""
+    mask = embeds.get("negative_mask")
+    loss = scot_contrastive_loss(
+        query,
+        embeds["target"][rows],
+        1 / temperature,
+        negative_embeds=embeds["negatives"][rows],
+        negative_mask=None if mask is None else mask[rows],
+        caption_embeds=embeds["caption"][rows],
+    )
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    schedule.step()
+
+
 def probe(
     embeds: dict[str, torch.Tensor], removals: dict, inputs: tuple[str, str], args: argparse.Namespace
 ) -> dict[str, float]:
@@ -147,17 +172,7 @@ def probe(
     for _ in range(args.steps):
         rows = torch.randint(train_rows, (args.batch_size,))
         query = combiner(embeds[inputs[0]][rows], embeds[inputs[1]][rows])[0]
-        loss = scot_contrastive_loss(
-            query,
-            embeds["target"][rows],
-            1 / args.temperature,
-            negative_embeds=embeds["negatives"][rows],
-            caption_embeds=embeds["caption"][rows],
-        )
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
+        scot_step(query, embeds, rows, args.temperature, optimizer, schedule)
     combiner.eval()
     held_out = torch.arange(train_rows, len(embeds["image"]))
     with torch.no_grad():
@@ -167,6 +182,13 @@ def probe(
         "held_out": ranked(combiner, embeds, inputs, held_out, args.batch_size),
         "validation_remove_recall@1": retrieval_at_1(queries, removals),
     }
+
+
+def emit(report: dict, output: Path | None) -> None:
+    """Print `report` as JSON and, with `output`, write it there."""
+    print(json.dumps(report, indent=2))
+    if output is not None:
+        write_json(output, report)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -193,9 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         "probes": {name: probe(embeds, removals, inputs, args) for name, inputs in INPUTS.items()},
     }
     report["seconds"] = round(time.monotonic() - started, 1)
-    print(json.dumps(report, indent=2))
-    if args.output is not None:
-        write_json(args.output, report)
+    emit(report, args.output)
     return 0
 
 

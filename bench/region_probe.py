@@ -37,7 +37,8 @@ from remove_probe import emit, scot_step  # noqa: E402
 
 from modeling_scot import ScotModel  # noqa: E402
 from modeling_scot.encoding import encode_images, encode_texts, resolve_processor  # noqa: E402
-from modeling_scot.evaluation.world import validation_seed  # noqa: E402
+from modeling_scot.evaluation.metrics import recall_at_k  # noqa: E402
+from modeling_scot.evaluation.world import recall_at_1_by_edit_type, validation_seed  # noqa: E402
 from modeling_scot.modeling_scot import Combiner  # noqa: E402
 from modeling_scot.triplets import generate_world_triplets  # noqa: E402
 from modeling_scot.world import build_benchmark, caption, clip_path, render_scene  # noqa: E402
@@ -102,19 +103,19 @@ def validation_data(model: ScotModel, args: argparse.Namespace) -> dict:
     queries = benchmark.queries
     gallery_images = [render_scene(scene) for scene in benchmark.gallery]
     gallery = encode_images(model, gallery_images, batch_size=512, progress=False)
-    references = [query.reference_id for query in queries]
+    references, query_reference = torch.tensor(benchmark.reference_ids).unique(return_inverse=True)
+    regions = region_embeds(model, [gallery_images[i] for i in references.tolist()], args.grid, batch_size=256)
     texts = lambda items: encode_texts(model, items, batch_size=1024, progress=False)
     return {
+        "benchmark": benchmark,
         "gallery": gallery,
-        "image": gallery[references],
-        "regions": region_embeds(model, [gallery_images[i] for i in references], args.grid, batch_size=256),
+        "image": gallery[benchmark.reference_ids],
+        "regions": regions[query_reference],
         "modification": texts([query.modification for query in queries]),
         "loss_direction": texts([caption(q.reference) for q in queries]) - texts([caption(q.target) for q in queries]),
         "objects": texts([caption(Scene(query.edit.subjects()[:1] or query.reference.objects[:1])) for query in queries]),
         "cells": torch.tensor([query.edit.subjects()[0].cell if query.edit.subjects() else NO_SUBJECT for query in queries]),
         "edit_types": [query.edit_type for query in queries],
-        "target_ids": [query.target_id for query in queries],
-        "exclude": [[reference] for reference in references],
     }
 
 
@@ -156,7 +157,7 @@ def train(data: dict[str, torch.Tensor], with_region: bool, args: argparse.Names
     return model.eval()
 
 
-def by_edit_type(values: list[float], edit_types: list[str]) -> dict[str, float]:
+def percent_by_edit_type(values: list[float], edit_types: list[str]) -> dict[str, float]:
     """Mean of `values` (percent) per edit type and over all queries."""
     groups: dict[str, list[float]] = defaultdict(list)
     for value, edit_type in zip(values, edit_types):
@@ -165,12 +166,13 @@ def by_edit_type(values: list[float], edit_types: list[str]) -> dict[str, float]
     return {"all": round(100 * sum(values) / len(values), 1), **means}
 
 
-def hits_at_1(queries: torch.Tensor, validation: dict) -> list[float]:
-    """1.0 where a query's target ranks first (its reference removed from the ranking), else 0.0."""
+def recall_at_1(queries: torch.Tensor, validation: dict) -> dict[str, float]:
+    """Recall@1 (percent) over all validation queries and per edit type, each reference removed from its ranking."""
+    benchmark = validation["benchmark"]
     scores = queries @ validation["gallery"].T
-    for row, excluded in enumerate(validation["exclude"]):
-        scores[row, excluded] = -torch.inf
-    return (scores.argmax(dim=1) == torch.tensor(validation["target_ids"])).float().tolist()
+    exclude = [[reference] for reference in benchmark.reference_ids]
+    overall = recall_at_k(scores, benchmark.target_ids, exclude, (1,))[1]
+    return {"all": round(overall, 2), **recall_at_1_by_edit_type(scores, benchmark)}
 
 
 def report(args: argparse.Namespace) -> dict:
@@ -186,7 +188,7 @@ def report(args: argparse.Namespace) -> dict:
     referents = {"modification": zero_shot, "true object": torch.where(cells == NO_SUBJECT, zero_shot, cells)}
     with_subject = (cells != NO_SUBJECT).nonzero().squeeze(1).tolist()
     subject_types = [edit_types[i] for i in with_subject]
-    accuracy = lambda chosen: by_edit_type((chosen == cells)[with_subject].float().tolist(), subject_types)
+    accuracy = lambda chosen: percent_by_edit_type((chosen == cells)[with_subject].float().tolist(), subject_types)
     result = {
         "settings": {key: value for key, value in vars(args).items() if key != "output"},
         "train_triplets": len(data["image"]),
@@ -200,10 +202,10 @@ def report(args: argparse.Namespace) -> dict:
     plain, with_region = train(data, False, args), train(data, True, args)
     with torch.no_grad():
         queries = plain(validation["image"], validation["modification"], regions[:, 0])
-        result["recall@1"]["combiner"] = by_edit_type(hits_at_1(queries, validation), edit_types)
+        result["recall@1"]["combiner"] = recall_at_1(queries, validation)
         for name in REFERRING:
             queries = with_region(validation["image"], validation["modification"], regions[rows, referents[name]])
-            result["recall@1"][f"combiner + region ({name})"] = by_edit_type(hits_at_1(queries, validation), edit_types)
+            result["recall@1"][f"combiner + region ({name})"] = recall_at_1(queries, validation)
     result["seconds"] = round(time.monotonic() - started, 1)
     return result
 

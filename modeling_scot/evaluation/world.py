@@ -29,7 +29,8 @@ def _metrics(scores: torch.Tensor, benchmark: WorldBenchmark) -> dict[str, float
     }
 
 
-def _recall_at_1_by_edit_type(scores: torch.Tensor, benchmark: WorldBenchmark) -> dict[str, float]:
+def recall_at_1_by_edit_type(scores: torch.Tensor, benchmark: WorldBenchmark) -> dict[str, float]:
+    """Recall@1 (percent) of the (queries, gallery) `scores` per edit type, each query's reference removed."""
     rows = defaultdict(list)
     for row, query in enumerate(benchmark.queries):
         rows[query.edit_type].append(row)
@@ -102,7 +103,7 @@ def evaluate_world(
     def score(name: str, queries: torch.Tensor) -> None:
         scores = queries @ data.gallery.T
         results[name] = _metrics(scores, benchmark)
-        by_edit_type[name] = _recall_at_1_by_edit_type(scores, benchmark)
+        by_edit_type[name] = recall_at_1_by_edit_type(scores, benchmark)
 
     for method in methods:
         if method == "slerp":
@@ -116,4 +117,4 @@ def evaluate_world(
     return report
 
 
-__all__ = ["evaluate_world", "tune_slerp_alpha", "validation_seed"]
+__all__ = ["evaluate_world", "recall_at_1_by_edit_type", "tune_slerp_alpha", "validation_seed"]

@@ -3,8 +3,10 @@
     python -m hub.train_world_clip --output modeling_scot/assets/world-clip --seed 0 --steps 3000
 
 Images are world scenes rendered at 64 px, texts their paraphrased captions. Every batch pairs
-each scene with a one-attribute-off variant of itself, so the contrastive loss teaches which
-attribute belongs to which object (hard negatives). The run is seeded; it saves its state every
+each scene with a hard negative of itself: a one-attribute-off variant or, with
+`--binding-negative-fraction`, sometimes a binding variant in which two objects trade an attribute or
+their cells (the same words, bound to other objects), so the contrastive loss teaches which attribute
+belongs to which object and where it is. The run is seeded; it saves its state every
 few minutes (safetensors weights and optimizer moments, JSON counters) and `--resume` continues
 an interrupted run. The output folder holds the CLIPModel (safetensors), its processor, the loss
 curve and a card (README.md) with the command, the held-out retrieval scores and the license.
@@ -35,12 +37,13 @@ from modeling_scot.triplets import CaptionRequest, RulesBackend
 from modeling_scot.triplets.rules import training_edit
 from modeling_scot.world.split import is_test_scene
 from modeling_scot.word_tokenizer import build_word_level_tokenizer
-from modeling_scot.world import caption, one_off_variants, render_scene, sample_scene, world_vocabulary
+from modeling_scot.world import binding_variants, caption, one_off_variants, render_scene, sample_scene, world_vocabulary
 from modeling_scot.world.scene import derived_rng, scene_id
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 STATE_DIR = ".train-state"
+BINDING_CANDIDATES = 5
 EDIT_OBJECTIVES = {
     "paraphrase": "a text-only contrastive loss pulls two rule-written phrasings of the same edit together "
     "and pushes them from the batch's other edits",
@@ -70,6 +73,7 @@ class Settings:
     learning_rate: float = 1e-3
     weight_decay: float = 0.1
     warmup_steps: int = 200
+    binding_negative_fraction: float = 0.0
     bf16: bool = True
     eval_scenes: int = 1000
     edit_objective: str = "paraphrase"
@@ -121,12 +125,16 @@ def normalise(images: torch.Tensor) -> torch.Tensor:
 
 
 def render_pool(settings: Settings) -> tuple[list, torch.Tensor]:
-    """`pool_pairs` (scene, one-off variant) pairs, rendered once: scenes[2i], scenes[2i+1] form a pair."""
+    """`pool_pairs` (scene, hard negative) pairs, rendered once: scenes[2i], scenes[2i+1] form a pair. The
+    negative is a binding variant with probability `binding_negative_fraction` (where the scene has one),
+    else a one-off variant."""
     rng = random.Random(settings.seed)
     scenes = []
     for _ in range(settings.pool_pairs):
         scene = sample_scene(rng)
-        scenes += [scene, rng.choice(one_off_variants(scene))]
+        wants_binding = settings.binding_negative_fraction > 0 and rng.random() < settings.binding_negative_fraction
+        traded = binding_variants(scene) if wants_binding else []
+        scenes += [scene, rng.choice(traded or one_off_variants(scene))]
     pixels = np.empty((len(scenes), settings.image_size, settings.image_size, 3), dtype=np.uint8)
     for index, scene in enumerate(tqdm(scenes, desc="rendering scenes", unit="img")):
         pixels[index] = np.asarray(render_scene(scene, image_size=settings.image_size))
@@ -206,8 +214,29 @@ def held_out_recall(model: CLIPModel, processor: ScotProcessor, settings: Settin
     return {
         "image_to_text_recall@1": round(100 * (similarity.argmax(1) == truth).float().mean().item(), 2),
         "text_to_image_recall@1": round(100 * (similarity.argmax(0) == truth).float().mean().item(), 2),
+        "binding_text_to_image_recall@1": binding_recall(model, processor, settings, scenes, rng),
         "scenes": len(scenes),
     }
+
+
+def binding_recall(
+    model: CLIPModel, processor: ScotProcessor, settings: Settings, scenes: list, rng: random.Random
+) -> float:
+    """Text->image Recall@1 (percent) of each scene's caption among the scene and up to
+    `BINDING_CANDIDATES - 1` of its binding variants, over the scenes that have some."""
+    groups = []
+    for scene in scenes:
+        variants = binding_variants(scene)
+        if variants:
+            groups.append([scene, *rng.sample(variants, min(len(variants), BINDING_CANDIDATES - 1))])
+    candidates = [scene for group in groups for scene in group]
+    pixels = normalise(torch.from_numpy(np.stack([np.asarray(render_scene(s, settings.image_size)) for s in candidates])))
+    images = torch.cat([model.get_image_features(pixel_values=chunk).pooler_output for chunk in pixels.split(512)])
+    images = F.normalize(images, dim=-1).split([len(group) for group in groups])
+    tokens = processor(text=[caption(group[0]) for group in groups], return_tensors="pt")
+    texts = F.normalize(model.get_text_features(**tokens).pooler_output, dim=-1)
+    hits = sum(int((group_images @ text).argmax().item() == 0) for group_images, text in zip(images, texts))
+    return round(100 * hits / max(1, len(groups)), 2)
 
 
 def save_state(folder: Path, model: CLIPModel, optimizer: torch.optim.Optimizer, counters: dict) -> None:
@@ -248,6 +277,13 @@ def write_card(
     losses = "\n".join(
         f"| {row['step']} | {row['loss']:.4f} | {row['edit_loss']:.4f} |" for row in curve[:: max(1, len(curve) // 20)]
     )
+    negatives = "a variant with one attribute of one object changed"
+    if settings.binding_negative_fraction > 0:
+        negatives = (
+            f"with probability {settings.binding_negative_fraction} (where the scene has two objects) a binding "
+            "variant, in which two objects trade one attribute or their cells so that the caption's words stay "
+            f"the same but belong to other objects, else {negatives}"
+        )
     text = f"""---
 license: apache-2.0
 library_name: transformers
@@ -273,9 +309,9 @@ Command (seed {settings.seed}):
 
 Settings: `{json.dumps(asdict(settings))}`
 
-Each batch holds {settings.pairs_per_batch} rendered scenes and, for each, a variant with one attribute
-of one object changed (hard negatives), with freshly paraphrased captions; symmetric CLIP loss, AdamW,
-cosine schedule, bf16 autocast on CPU. Like a web-trained CLIP, whose text tower has read plenty of
+Each batch holds {settings.pairs_per_batch} rendered scenes and, for each, a hard negative: {negatives};
+captions are freshly paraphrased; symmetric CLIP loss, AdamW,
+cosine schedule, {'bf16 autocast' if settings.bf16 else 'fp32'} on CPU. Like a web-trained CLIP, whose text tower has read plenty of
 instructions, this one also learns what edit wording means: {EDIT_OBJECTIVES[settings.edit_objective]}
 (weight {settings.edit_loss_weight}, {settings.edit_pairs_per_batch} edits per batch). Those texts come
 from training scenes and training changes only (the benchmark's held-out changes and test scenes never
@@ -288,6 +324,7 @@ occur). Steps: {settings.steps}; training time: {elapsed / 60:.1f} minutes on
 |---|---|
 | image -> text | {metrics['image_to_text_recall@1']} |
 | text -> image | {metrics['text_to_image_recall@1']} |
+| text -> image among the scene and {BINDING_CANDIDATES - 1} of its binding variants | {metrics['binding_text_to_image_recall@1']} |
 
 ## Loss curve (every {max(1, len(curve) // 20)}th logged step; all steps in `loss_curve.json`)
 

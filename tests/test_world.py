@@ -24,6 +24,7 @@ from modeling_scot.world import (
     hard_negative_captions,
     is_test_combination,
     is_test_scene,
+    binding_variants,
     one_off_variants,
     parse_caption,
     read_attributes,
@@ -121,6 +122,21 @@ def test_one_off_variants_differ_in_exactly_one_attribute():
         removed = [o for o in scene.objects if o not in variant.objects]
         added = [o for o in variant.objects if o not in scene.objects]
         assert len(removed) == len(added) == 1 and len(differing(removed[0], added[0])) == 1
+
+
+def test_binding_variants_trade_one_attribute_between_two_objects():
+    rng = random.Random(5)
+    for _ in range(50):
+        scene = sample_scene(rng, 2, 3)
+        variants = binding_variants(scene)
+        attribute_bags = lambda s: {name: sorted(getattr(o, name) for o in s.objects) for name in (*ATTRIBUTES, "cell")}
+        assert scene not in variants and len(set(variants)) == len(variants)
+        for variant in variants:
+            assert attribute_bags(variant) == attribute_bags(scene)
+            removed = [o for o in scene.objects if o not in variant.objects]
+            assert len(removed) == 2 and len(variant.objects) == len(scene.objects)
+    single = sample_scene(rng, 1, 1)
+    assert binding_variants(single) == []
 
 
 def test_clip_path_points_into_the_package_assets():

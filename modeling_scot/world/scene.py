@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import random
 from dataclasses import dataclass, replace
+from itertools import combinations
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross", "diamond")
 COLOURS: tuple[str, ...] = ("red", "green", "blue", "yellow", "purple", "orange", "white", "black")
@@ -145,3 +146,16 @@ def one_off_variants(scene: Scene) -> list[Scene]:
         for variant in object_variants(obj)
         if variant.cell == obj.cell or variant.cell in free
     ]
+
+
+def binding_variants(scene: Scene) -> list[Scene]:
+    """Every scene made from `scene` by two objects trading one attribute (or their cells) on which they
+    differ: the same words in the caption, bound to other objects ("a red circle and a blue square" ->
+    "a blue circle and a red square")."""
+    variants: dict[Scene, None] = {}
+    for first, second in combinations(scene.objects, 2):
+        for name in (*APPEARANCE, "cell"):
+            traded = {first: first.with_(**{name: getattr(second, name)}), second: second.with_(**{name: getattr(first, name)})}
+            if set(traded.values()) != {first, second}:
+                variants.setdefault(Scene(tuple(traded.get(obj, obj) for obj in scene.objects)))
+    return list(variants)

@@ -124,6 +124,11 @@ def normalise(images: torch.Tensor) -> torch.Tensor:
     return (images.permute(0, 3, 1, 2).float() / 255.0 - mean) / std
 
 
+def rendered_pixels(scenes: list, settings: Settings) -> torch.Tensor:
+    """`scenes` rendered at `settings.image_size` and CLIP-normalised, (N, 3, H, W)."""
+    return normalise(torch.from_numpy(np.stack([np.asarray(render_scene(s, settings.image_size)) for s in scenes])))
+
+
 def render_pool(settings: Settings) -> tuple[list, torch.Tensor]:
     """`pool_pairs` (scene, hard negative) pairs, rendered once: scenes[2i], scenes[2i+1] form a pair. The
     negative is a binding variant with probability `binding_negative_fraction` (where the scene has one),
@@ -204,7 +209,7 @@ def held_out_recall(model: CLIPModel, processor: ScotProcessor, settings: Settin
         if scene not in seen:
             scenes.setdefault(scene)
     scenes = list(scenes)
-    pixels = normalise(torch.from_numpy(np.stack([np.asarray(render_scene(s, settings.image_size)) for s in scenes])))
+    pixels = rendered_pixels(scenes, settings)
     tokens = processor(text=[caption(s) for s in scenes], return_tensors="pt")
     model.eval()
     images = F.normalize(model.get_image_features(pixel_values=pixels).pooler_output, dim=-1)
@@ -230,7 +235,7 @@ def binding_recall(
         if variants:
             groups.append([scene, *rng.sample(variants, min(len(variants), BINDING_CANDIDATES - 1))])
     candidates = [scene for group in groups for scene in group]
-    pixels = normalise(torch.from_numpy(np.stack([np.asarray(render_scene(s, settings.image_size)) for s in candidates])))
+    pixels = rendered_pixels(candidates, settings)
     images = torch.cat([model.get_image_features(pixel_values=chunk).pooler_output for chunk in pixels.split(512)])
     images = F.normalize(images, dim=-1).split([len(group) for group in groups])
     tokens = processor(text=[caption(group[0]) for group in groups], return_tensors="pt")

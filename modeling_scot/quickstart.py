@@ -38,7 +38,7 @@ class QuickstartSettings:
     seed: int = 0
     num_scenes: int = 10000
     edits_per_scene: int = 4
-    num_hard_negatives: int = 3
+    num_hard_negatives: int = 1
     epochs: int = 16
     batch_size: int = 256
     learning_rate: float = 1e-3

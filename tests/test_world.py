@@ -348,6 +348,17 @@ def test_hard_negatives_are_distinct_near_misses_never_the_target():
         hard_negative_captions(scene, edited, edit, rng, -1)
 
 
+def test_few_hard_negatives_take_one_mistake_of_each_kind_in_order():
+    triples, rng = random_edits(22, 200)
+    for scene, edit, edited in triples:
+        groups = [group for group in near_miss_scenes(scene, edited, edit) if group]
+        for k in (1, 2, 3):
+            parsed = [parse_caption(text) for text in hard_negative_captions(scene, edited, edit, rng, k)]
+            assert len(parsed) == min(k, sum(map(len, groups)))
+            for negative, group in zip(parsed, groups):
+                assert negative in group
+
+
 def test_wrong_value_and_wrong_object_near_misses():
     red, blue = obj(), obj(shape="square", colour="blue", cell=4)
     scene = Scene((red, blue))

@@ -37,7 +37,16 @@ from modeling_scot.triplets import CaptionRequest, RulesBackend
 from modeling_scot.triplets.rules import training_edit
 from modeling_scot.world.split import is_test_scene
 from modeling_scot.word_tokenizer import build_word_level_tokenizer
-from modeling_scot.world import binding_variants, caption, one_off_variants, render_scene, sample_scene, world_vocabulary
+from modeling_scot.world import (
+    binding_variants,
+    caption,
+    one_off_variants,
+    partial_caption,
+    render_scene,
+    sample_scene,
+    states_truly,
+    world_vocabulary,
+)
 from modeling_scot.world.scene import derived_rng, scene_id
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -74,6 +83,7 @@ class Settings:
     weight_decay: float = 0.1
     warmup_steps: int = 200
     binding_negative_fraction: float = 0.0
+    partial_caption_fraction: float = 0.0
     bf16: bool = True
     eval_scenes: int = 1000
     edit_objective: str = "paraphrase"
@@ -157,6 +167,32 @@ def edit_texts(scenes: list, rng: random.Random, count: int, backend: RulesBacke
         if record is not None:
             triples.append((record.caption, record.modification, record.modified_caption))
     return [text for column in zip(*triples) for text in column]
+
+
+def batch_captions(scenes: list, rows: list[int], rng: random.Random, partial_fraction: float) -> tuple[list[str], torch.Tensor]:
+    """A caption for each row's scene, partial (see [`partial_caption`]) with probability `partial_fraction`,
+    and the (texts, images) bool matrix of which captions state only true things of which batch scenes. A
+    full caption's only positive is its own scene; with `partial_fraction` 0 no extra random numbers are drawn."""
+    texts = []
+    positives = torch.eye(len(rows), dtype=torch.bool)
+    for row, index in enumerate(rows):
+        if partial_fraction > 0 and rng.random() < partial_fraction:
+            text, statement = partial_caption(scenes[index], rng)
+            positives[row] = torch.tensor([states_truly(statement, scenes[other]) for other in rows])
+        else:
+            text = caption(scenes[index], rng)
+        texts.append(text)
+    return texts, positives
+
+
+def multi_positive_clip_loss(logits_per_text: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+    """The symmetric CLIP loss with several positives: cross-entropy against the uniform distribution over each
+    text's true images, and over each image's true texts (the plain CLIP loss when `positives` is the identity)."""
+    logits = logits_per_text.float()
+    targets = positives.float()
+    text_to_image = -(F.log_softmax(logits, dim=1) * targets / targets.sum(1, keepdim=True)).sum(1).mean()
+    image_to_text = -(F.log_softmax(logits.T, dim=1) * targets.T / targets.sum(0)[:, None]).sum(1).mean()
+    return (text_to_image + image_to_text) / 2
 
 
 def paraphrase_texts(scenes: list, rng: random.Random, count: int) -> list[str]:
@@ -289,6 +325,13 @@ def write_card(
             "variant, in which two objects trade one attribute or their cells so that the caption's words stay "
             f"the same but belong to other objects, else {negatives}"
         )
+    partial = ""
+    if settings.partial_caption_fraction > 0:
+        partial = (
+            f", and with probability {settings.partial_caption_fraction} as loose as web alt text (some of the "
+            "objects, each with its shape and some of its details), such a caption counting as a positive of "
+            "every scene of the batch it describes truly"
+        )
     text = f"""---
 license: apache-2.0
 library_name: transformers
@@ -315,7 +358,7 @@ Command (seed {settings.seed}):
 Settings: `{json.dumps(asdict(settings))}`
 
 Each batch holds {settings.pairs_per_batch} rendered scenes and, for each, a hard negative: {negatives};
-captions are freshly paraphrased; symmetric CLIP loss, AdamW,
+captions are freshly paraphrased{partial}; symmetric CLIP loss, AdamW,
 cosine schedule, {'bf16 autocast' if settings.bf16 else 'fp32'} on CPU. Like a web-trained CLIP, whose text tower has read plenty of
 instructions, this one also learns what edit wording means: {EDIT_OBJECTIVES[settings.edit_objective]}
 (weight {settings.edit_loss_weight}, {settings.edit_pairs_per_batch} edits per batch). Those texts come
@@ -366,7 +409,8 @@ def train(settings: Settings, output: Path, resume: bool) -> dict:
         rng = derived_rng("world-clip-batch", settings.seed, step)
         pairs = rng.sample(range(settings.pool_pairs), settings.pairs_per_batch)
         rows = [index for pair in pairs for index in (2 * pair, 2 * pair + 1)]
-        tokens = processor(text=[caption(scenes[i], rng) for i in rows], return_tensors="pt")
+        captions, positives = batch_captions(scenes, rows, rng, settings.partial_caption_fraction)
+        tokens = processor(text=captions, return_tensors="pt")
         if settings.edit_objective == "paraphrase":
             texts, edit_loss_fn = paraphrase_texts(scenes, rng, settings.edit_pairs_per_batch), paraphrase_loss
         else:
@@ -375,7 +419,9 @@ def train(settings: Settings, output: Path, resume: bool) -> dict:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, settings.steps, settings)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings.bf16):
-            clip_loss = model(pixel_values=normalise(pixels[rows]), return_loss=True, **tokens).loss
+            plain = settings.partial_caption_fraction == 0
+            forward = model(pixel_values=normalise(pixels[rows]), return_loss=plain, **tokens)
+            clip_loss = forward.loss if plain else multi_positive_clip_loss(forward.logits_per_text, positives)
             edit_loss = edit_loss_fn(model, edit_tokens, settings.edit_pairs_per_batch, settings.edit_logit_scale)
             loss = clip_loss + settings.edit_loss_weight * edit_loss
         optimizer.zero_grad(set_to_none=True)

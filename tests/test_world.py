@@ -27,6 +27,7 @@ from modeling_scot.world import (
     is_test_scene,
     one_off_variants,
     parse_caption,
+    partial_caption,
     read_attributes,
     refer,
     render_scene,
@@ -34,9 +35,10 @@ from modeling_scot.world import (
     sample_scene,
     scene_from_id,
     scene_id,
+    states_truly,
     world_vocabulary,
 )
-from modeling_scot.world.captions import MAX_CAPTION_WORDS
+from modeling_scot.world.captions import MAX_CAPTION_WORDS, _split_clauses
 from modeling_scot.world.lexicon import target_location
 from modeling_scot.world.negatives import near_miss_scenes
 from modeling_scot.world.split import change_combinations
@@ -508,3 +510,15 @@ def test_recall_rejects_bad_inputs():
         recall_at_k([0.1, 0.2], [0], None)
     with pytest.raises(ValueError, match="ks"):
         recall_at_k(SCORES, TARGETS, None, ks=(0,))
+
+
+def test_partial_captions_state_the_shape_and_only_chosen_details():
+    rng = random.Random(8)
+    for _ in range(300):
+        scene = sample_scene(rng)
+        text, statement = partial_caption(scene, rng)
+        clauses = [found for found in map(read_attributes, _split_clauses(text)) if found]
+        assert 1 <= len(statement) == len(clauses) <= len(scene.objects)
+        for found, (obj, details) in zip(clauses, statement):
+            assert found == {name: getattr(obj, name) for name in ("shape", *details)}
+        assert states_truly(statement, scene)

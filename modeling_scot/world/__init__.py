@@ -7,7 +7,7 @@ Combiner on rule-written triplets, and both are evaluated on a compositional ben
 from pathlib import Path
 
 from .benchmark import WorldBenchmark, WorldQuery, build_benchmark, train_test_overlap
-from .captions import caption, parse_caption, read_attributes
+from .captions import caption, parse_caption, partial_caption, read_attributes, states_truly
 from .edits import (
     EDIT_TYPES,
     AddObject,
@@ -78,6 +78,7 @@ __all__ = [
     "is_test_scene",
     "one_off_variants",
     "parse_caption",
+    "partial_caption",
     "read_attributes",
     "refer",
     "render_scene",
@@ -85,6 +86,7 @@ __all__ = [
     "sample_scene",
     "scene_from_id",
     "scene_id",
+    "states_truly",
     "train_test_overlap",
     "world_vocabulary",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+from itertools import permutations
 
 from .lexicon import ADJECTIVE_ORDER, LOCATION_TO_CELL, WORD_TO_VALUE, object_words, static_location
 from .scene import Scene, WorldObject
@@ -52,6 +53,37 @@ def caption(scene: Scene, rng: random.Random | None = None) -> str:
     for previous, obj in zip(objects, objects[1:]):
         text += _joiner(previous, obj, len(objects), rng) + _clause(obj, rng)
     return rng.choice(PREFIXES) + text
+
+
+PARTIAL_DETAILS: tuple[str, ...] = ("size", "style", "colour", "cell")
+"""What a partial caption may state of an object besides its shape."""
+PartialStatement = tuple[tuple[WorldObject, tuple[str, ...]], ...]
+"""The objects a partial caption mentions, each with the details it states (the shape is always stated)."""
+
+
+def partial_caption(scene: Scene, rng: random.Random, detail_probability: float = 0.5) -> tuple[str, PartialStatement]:
+    """A caption as loose as web alt text: a random non-empty subset of the objects, each named by its shape
+    and each other detail with probability `detail_probability` ("a circle and a red square at the top").
+    Returns the text and what it states, for [`states_truly`]."""
+    chosen = rng.sample(list(scene.objects), rng.randint(1, len(scene.objects)))
+    statement = tuple((obj, tuple(d for d in PARTIAL_DETAILS if rng.random() < detail_probability)) for obj in chosen)
+    clauses = []
+    for obj, details in statement:
+        clause = f"a {object_words(obj, details, rng)}"
+        clauses.append(f"{clause} {static_location(obj.cell, rng)}" if "cell" in details else clause)
+    return rng.choice(PREFIXES) + rng.choice(JOINERS).join(clauses), statement
+
+
+def states_truly(statement: PartialStatement, scene: Scene) -> bool:
+    """Whether distinct objects of `scene` have the shape and the stated details of every mentioned object."""
+
+    def fits(obj: WorldObject, mentioned: WorldObject, details: tuple[str, ...]) -> bool:
+        return all(getattr(obj, name) == getattr(mentioned, name) for name in ("shape", *details))
+
+    return any(
+        all(fits(obj, mentioned, details) for obj, (mentioned, details) in zip(assignment, statement))
+        for assignment in permutations(scene.objects, len(statement))
+    )
 
 
 def words(text: str) -> list[str]:

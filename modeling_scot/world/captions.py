@@ -1,4 +1,5 @@
-"""Captions that name every object of a scene with all its attributes and its cell, and their parser."""
+"""Captions that name every object of a scene with all its attributes and its cell, their parser, and looser
+partial captions (some objects, some details) with a check of what they state."""
 
 from __future__ import annotations
 

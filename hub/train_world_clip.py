@@ -419,6 +419,7 @@ def train(settings: Settings, output: Path, resume: bool) -> dict:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, settings.steps, settings)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings.bf16):
+            # Without partial captions keep transformers' own CLIP loss, so earlier cards' commands reproduce exactly.
             plain = settings.partial_caption_fraction == 0
             forward = model(pixel_values=normalise(pixels[rows]), return_loss=plain, **tokens)
             clip_loss = forward.loss if plain else multi_positive_clip_loss(forward.logits_per_text, positives)

@@ -77,12 +77,8 @@ def partial_caption(scene: Scene, rng: random.Random, detail_probability: float 
 
 def states_truly(statement: PartialStatement, scene: Scene) -> bool:
     """Whether distinct objects of `scene` have the shape and the stated details of every mentioned object."""
-
-    def fits(obj: WorldObject, mentioned: WorldObject, details: tuple[str, ...]) -> bool:
-        return all(getattr(obj, name) == getattr(mentioned, name) for name in ("shape", *details))
-
     return any(
-        all(fits(obj, mentioned, details) for obj, (mentioned, details) in zip(assignment, statement))
+        all(mentioned.matches(obj, details) for obj, (mentioned, details) in zip(assignment, statement))
         for assignment in permutations(scene.objects, len(statement))
     )
 

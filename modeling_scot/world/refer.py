@@ -14,12 +14,8 @@ DESCRIPTORS: tuple[str, ...] = ("colour", "size", "style", "cell")
 OVERSPECIFY_PROBABILITY = 0.25
 
 
-def _matches(obj: WorldObject, other: WorldObject, attributes: tuple[str, ...]) -> bool:
-    return all(getattr(obj, name) == getattr(other, name) for name in ("shape", *attributes))
-
-
 def _unique(obj: WorldObject, attributes: tuple[str, ...], scenes: Sequence[Scene]) -> bool:
-    return not any(other != obj and _matches(obj, other, attributes) for scene in scenes for other in scene.objects)
+    return not any(other != obj and obj.matches(other, attributes) for scene in scenes for other in scene.objects)
 
 
 def minimal_descriptors(obj: WorldObject, scenes: Sequence[Scene]) -> list[tuple[str, ...]]:

@@ -50,6 +50,10 @@ class WorldObject:
         """A copy with some attributes (or the cell) changed."""
         return replace(self, **changes)
 
+    def matches(self, other: WorldObject, details: tuple[str, ...]) -> bool:
+        """Whether `other` has this object's shape and its values of `details` (attribute names or "cell")."""
+        return all(getattr(self, name) == getattr(other, name) for name in ("shape", *details))
+
 
 @dataclass(frozen=True)
 class Scene:

@@ -11,9 +11,14 @@ from its ranking) the referent comes from:
 - `modification`: the region closest to T_m (zero-shot referring, no label);
 - `true object` (a ceiling, not a method): the cell of the edit's first object.
 
+A third Combiner is trained the way it retrieves: its referent is, in training too, the region closest to
+T_m among the cells that hold something (any pixel off the border colour), and a learned gate on
+(T_m, region) decides how much of the region enters the text input (an edit that adds an object has no
+referent in the reference).
+
 The report also gives a plain Combiner trained the same way, how well each region embedding matches the
-full description of the object in its cell, and the referring accuracy of T_m and of T_c - T_u per edit
-type. Prints and writes one JSON object.
+full description of the object in its cell, and the referring accuracy of T_m (over all cells and over the
+occupied ones) and of T_c - T_u per edit type. Prints and writes one JSON object.
 
     python bench/region_probe.py --output region_probe.json
 """
@@ -47,21 +52,25 @@ from modeling_scot.world.scene import Scene  # noqa: E402
 HARD_NEGATIVES = 3
 VALIDATION_QUERIES = 1000
 REFERRING = ("modification", "true object")
+GATED = "gated, modification among occupied cells"
+FOREGROUND_TOLERANCE = 1e-3
+"""How far (in normalised pixel units) a pixel must be from the border colour to count as content."""
 NO_SUBJECT = -1
 """The referent cell of an edit that changes no object of the reference (add)."""
 
 
 @torch.no_grad()
-def region_embeds(model: ScotModel, images: list, grid: int, batch_size: int) -> torch.Tensor:
-    """(N, grid * grid, D) embeddings of each image with all but one grid cell filled with its border colour."""
+def region_embeds(model: ScotModel, images: list, grid: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, grid * grid, D) embeddings of each image with all but one grid cell filled with its border colour,
+    and the (N, grid * grid) mask of cells that hold content (a pixel off that colour)."""
     processor = resolve_processor(model, None)
-    parts = []
+    parts, occupied = [], []
     for start in range(0, len(images), batch_size):
         pixels = processor(images=images[start : start + batch_size], return_tensors="pt")["pixel_values"]
         batch, channels, height, width = pixels.shape
         border = torch.cat([pixels[..., 0, :], pixels[..., -1, :], pixels[..., :, 0], pixels[..., :, -1]], dim=-1)
         fill = border.median(dim=-1).values[:, :, None, None].expand_as(pixels)
-        masked = []
+        masked, cells = [], []
         for row in range(grid):
             for column in range(grid):
                 rows = slice(round(row * height / grid), round((row + 1) * height / grid))
@@ -69,9 +78,12 @@ def region_embeds(model: ScotModel, images: list, grid: int, batch_size: int) ->
                 region = fill.clone()
                 region[..., rows, columns] = pixels[..., rows, columns]
                 masked.append(region)
+                cell = (pixels[..., rows, columns] - fill[..., rows, columns]).abs().flatten(1).amax(dim=1)
+                cells.append(cell > FOREGROUND_TOLERANCE)
         stacked = torch.stack(masked, dim=1).reshape(batch * grid * grid, channels, height, width)
         parts.append(model.get_image_features(stacked).view(batch, grid * grid, -1))
-    return torch.cat(parts)
+        occupied.append(torch.stack(cells, dim=1))
+    return torch.cat(parts), torch.cat(occupied)
 
 
 def training_data(model: ScotModel, args: argparse.Namespace) -> dict[str, torch.Tensor]:
@@ -84,11 +96,13 @@ def training_data(model: ScotModel, args: argparse.Namespace) -> dict[str, torch
             image_of[record.source_id] = len(images)
             images.append(record.image)
     rows = torch.tensor([image_of[record.source_id] for record in records])
+    regions, occupied = region_embeds(model, images, args.grid, batch_size=256)
     texts = lambda items: encode_texts(model, items, batch_size=1024, progress=False)
     negatives = [(record.hard_negatives + [record.modified_caption] * HARD_NEGATIVES)[:HARD_NEGATIVES] for record in records]
     return {
         "image": encode_images(model, images, batch_size=512, progress=False)[rows],
-        "regions": region_embeds(model, images, args.grid, batch_size=256)[rows],
+        "regions": regions[rows],
+        "occupied": occupied[rows],
         "modification": texts([record.modification for record in records]),
         "target": texts([record.modified_caption for record in records]),
         "caption": texts([record.caption for record in records]),
@@ -104,13 +118,14 @@ def validation_data(model: ScotModel, args: argparse.Namespace) -> dict:
     gallery_images = [render_scene(scene) for scene in benchmark.gallery]
     gallery = encode_images(model, gallery_images, batch_size=512, progress=False)
     references, query_reference = torch.tensor(benchmark.reference_ids).unique(return_inverse=True)
-    regions = region_embeds(model, [gallery_images[i] for i in references.tolist()], args.grid, batch_size=256)
+    regions, occupied = region_embeds(model, [gallery_images[i] for i in references.tolist()], args.grid, batch_size=256)
     texts = lambda items: encode_texts(model, items, batch_size=1024, progress=False)
     return {
         "benchmark": benchmark,
         "gallery": gallery,
         "image": gallery[benchmark.reference_ids],
         "regions": regions[query_reference],
+        "occupied": occupied[query_reference],
         "modification": texts([query.modification for query in queries]),
         "loss_direction": texts([caption(q.reference) for q in queries]) - texts([caption(q.target) for q in queries]),
         "objects": texts([caption(Scene(query.edit.subjects()[:1] or query.reference.objects[:1])) for query in queries]),
@@ -119,34 +134,47 @@ def validation_data(model: ScotModel, args: argparse.Namespace) -> dict:
     }
 
 
-def closest_region(direction: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
-    """Index of the region embedding with the highest cosine to `direction`, per row."""
-    return torch.einsum("bd,bkd->bk", F.normalize(direction, dim=-1), regions).argmax(dim=1)
+def closest_region(direction: torch.Tensor, regions: torch.Tensor, allowed: torch.Tensor | None = None) -> torch.Tensor:
+    """Index of the region embedding with the highest cosine to `direction`, per row, among the `allowed`
+    regions (a (B, K) mask; all when None)."""
+    scores = torch.einsum("bd,bkd->bk", F.normalize(direction, dim=-1), regions)
+    if allowed is not None:
+        scores = scores.masked_fill(~allowed, float("-inf"))
+    return scores.argmax(dim=1)
 
 
 class RegionCombiner(nn.Module):
-    """A Combiner whose text input is T_m plus a linear map of the referred region (none: plain Combiner)."""
+    """A Combiner whose text input is T_m plus a linear map of the referred region (none: plain Combiner),
+    optionally scaled by a gate in (0, 1) computed from (T_m, region)."""
 
-    def __init__(self, dim: int, with_region: bool):
+    def __init__(self, dim: int, with_region: bool, gated: bool = False):
         super().__init__()
         self.combiner = Combiner(dim, 2 * dim, 2 * dim)
         self.region = nn.Linear(dim, dim) if with_region else None
+        self.gate = nn.Sequential(nn.Linear(2 * dim, dim), nn.ReLU(), nn.Linear(dim, 1)) if gated else None
 
     def forward(self, image: torch.Tensor, text: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
         if self.region is not None:
-            text = text + self.region(region)
+            weight = 1.0 if self.gate is None else torch.sigmoid(self.gate(torch.cat([text, region], dim=-1)))
+            text = text + weight * self.region(region)
         return self.combiner(image, text)[0]
 
 
-def train(data: dict[str, torch.Tensor], with_region: bool, args: argparse.Namespace) -> RegionCombiner:
-    """Train on all rows for `--epochs` with the SCOT loss; the referent is the region closest to T_c - T_u."""
+def train(
+    data: dict[str, torch.Tensor], with_region: bool, args: argparse.Namespace, gated: bool = False
+) -> RegionCombiner:
+    """Train on all rows for `--epochs` with the SCOT loss. The referent is the region closest to T_c - T_u,
+    or, for a `gated` model, the occupied region closest to T_m (as at retrieval)."""
     torch.manual_seed(args.seed)
     rows_total = len(data["image"])
-    model = RegionCombiner(data["image"].shape[1], with_region)
+    model = RegionCombiner(data["image"].shape[1], with_region, gated)
     steps_per_epoch = rows_total // args.batch_size
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=0.01)
     schedule = get_cosine_schedule_with_warmup(optimizer, steps_per_epoch // 2, steps_per_epoch * args.epochs)
-    referent = closest_region(data["caption"] - data["target"], data["regions"])
+    if gated:
+        referent = closest_region(data["modification"], data["regions"], data["occupied"])
+    else:
+        referent = closest_region(data["caption"] - data["target"], data["regions"])
     for _ in range(args.epochs):
         order = torch.randperm(rows_total)
         for step in range(steps_per_epoch):
@@ -185,6 +213,7 @@ def report(args: argparse.Namespace) -> dict:
     regions, cells, edit_types = validation["regions"], validation["cells"], validation["edit_types"]
     rows = torch.arange(len(cells))
     zero_shot = closest_region(validation["modification"], regions)
+    zero_shot_occupied = closest_region(validation["modification"], regions, validation["occupied"])
     referents = {"modification": zero_shot, "true object": torch.where(cells == NO_SUBJECT, zero_shot, cells)}
     with_subject = (cells != NO_SUBJECT).nonzero().squeeze(1).tolist()
     subject_types = [edit_types[i] for i in with_subject]
@@ -195,17 +224,20 @@ def report(args: argparse.Namespace) -> dict:
         "object_region_match": accuracy(closest_region(validation["objects"], regions)),
         "referring_accuracy": {
             "modification": accuracy(zero_shot),
+            "modification, occupied cells": accuracy(zero_shot_occupied),
             "caption loss direction": accuracy(closest_region(validation["loss_direction"], regions)),
         },
         "recall@1": {},
     }
-    plain, with_region = train(data, False, args), train(data, True, args)
+    plain, with_region, gated = train(data, False, args), train(data, True, args), train(data, True, args, gated=True)
     with torch.no_grad():
         queries = plain(validation["image"], validation["modification"], regions[:, 0])
         result["recall@1"]["combiner"] = recall_at_1(queries, validation)
         for name in REFERRING:
             queries = with_region(validation["image"], validation["modification"], regions[rows, referents[name]])
             result["recall@1"][f"combiner + region ({name})"] = recall_at_1(queries, validation)
+        queries = gated(validation["image"], validation["modification"], regions[rows, zero_shot_occupied])
+        result["recall@1"][f"combiner + region ({GATED})"] = recall_at_1(queries, validation)
     result["seconds"] = round(time.monotonic() - started, 1)
     return result
 

@@ -11,10 +11,11 @@ from its ranking) the referent comes from:
 - `modification`: the region closest to T_m (zero-shot referring, no label);
 - `true object` (a ceiling, not a method): the cell of the edit's first object.
 
-A third Combiner is trained the way it retrieves: its referent is, in training too, the region closest to
-T_m among the cells that hold something (any pixel off the border colour), and a learned gate on
-(T_m, region) decides how much of the region enters the text input (an edit that adds an object has no
-referent in the reference).
+A gated Combiner learns how much of the region enters its text input from (T_m, region), so that an
+edit without a referent (adding an object) can ignore it; it trains on the region closest to T_c - T_u
+among the cells that hold something (any pixel off the border colour) and retrieves with the occupied
+region closest to T_m, with the true object's cell, or, given `--referring-clip DIR`, with the occupied
+region that another CLIP (its own region embeddings and T_m) finds closest.
 
 The report also gives a plain Combiner trained the same way, how well each region embedding matches the
 full description of the object in its cell, and the referring accuracy of T_m (over all cells and over the
@@ -52,7 +53,8 @@ from modeling_scot.world.scene import Scene  # noqa: E402
 HARD_NEGATIVES = 3
 VALIDATION_QUERIES = 1000
 REFERRING = ("modification", "true object")
-GATED = "gated, modification among occupied cells"
+GATED_REFERRING = ("modification, occupied cells", "true object")
+REFERRING_CLIP = "referring CLIP"
 FOREGROUND_TOLERANCE = 1e-3
 """How far (in normalised pixel units) a pixel must be from the border colour to count as content."""
 NO_SUBJECT = -1
@@ -118,9 +120,21 @@ def validation_data(model: ScotModel, args: argparse.Namespace) -> dict:
     gallery_images = [render_scene(scene) for scene in benchmark.gallery]
     gallery = encode_images(model, gallery_images, batch_size=512, progress=False)
     references, query_reference = torch.tensor(benchmark.reference_ids).unique(return_inverse=True)
-    regions, occupied = region_embeds(model, [gallery_images[i] for i in references.tolist()], args.grid, batch_size=256)
+    reference_images = [gallery_images[i] for i in references.tolist()]
+    regions, occupied = region_embeds(model, reference_images, args.grid, batch_size=256)
     texts = lambda items: encode_texts(model, items, batch_size=1024, progress=False)
+    picks = {}
+    if args.referring_clip is not None:
+        referring = ScotModel.from_clip(args.referring_clip).eval()
+        their_regions, _ = region_embeds(referring, reference_images, args.grid, batch_size=256)
+        their_modifications = encode_texts(
+            referring, [query.modification for query in queries], batch_size=1024, progress=False
+        )
+        picks[REFERRING_CLIP] = closest_region(
+            their_modifications, their_regions[query_reference], occupied[query_reference]
+        )
     return {
+        "picks": picks,
         "benchmark": benchmark,
         "gallery": gallery,
         "image": gallery[benchmark.reference_ids],
@@ -163,18 +177,15 @@ class RegionCombiner(nn.Module):
 def train(
     data: dict[str, torch.Tensor], with_region: bool, args: argparse.Namespace, gated: bool = False
 ) -> RegionCombiner:
-    """Train on all rows for `--epochs` with the SCOT loss. The referent is the region closest to T_c - T_u,
-    or, for a `gated` model, the occupied region closest to T_m (as at retrieval)."""
+    """Train on all rows for `--epochs` with the SCOT loss. The referent is the region closest to T_c - T_u
+    (for a `gated` model, among the occupied ones)."""
     torch.manual_seed(args.seed)
     rows_total = len(data["image"])
     model = RegionCombiner(data["image"].shape[1], with_region, gated)
     steps_per_epoch = rows_total // args.batch_size
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=0.01)
     schedule = get_cosine_schedule_with_warmup(optimizer, steps_per_epoch // 2, steps_per_epoch * args.epochs)
-    if gated:
-        referent = closest_region(data["modification"], data["regions"], data["occupied"])
-    else:
-        referent = closest_region(data["caption"] - data["target"], data["regions"])
+    referent = closest_region(data["caption"] - data["target"], data["regions"], data["occupied"] if gated else None)
     for _ in range(args.epochs):
         order = torch.randperm(rows_total)
         for step in range(steps_per_epoch):
@@ -215,15 +226,23 @@ def report(args: argparse.Namespace) -> dict:
     zero_shot = closest_region(validation["modification"], regions)
     zero_shot_occupied = closest_region(validation["modification"], regions, validation["occupied"])
     referents = {"modification": zero_shot, "true object": torch.where(cells == NO_SUBJECT, zero_shot, cells)}
+    gated_referents = {
+        "modification, occupied cells": zero_shot_occupied,
+        "true object": torch.where(cells == NO_SUBJECT, zero_shot_occupied, cells),
+        **validation["picks"],
+    }
     with_subject = (cells != NO_SUBJECT).nonzero().squeeze(1).tolist()
     subject_types = [edit_types[i] for i in with_subject]
     accuracy = lambda chosen: percent_by_edit_type((chosen == cells)[with_subject].float().tolist(), subject_types)
     result = {
-        "settings": {key: value for key, value in vars(args).items() if key != "output"},
+        "settings": {
+            key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items() if key != "output"
+        },
         "train_triplets": len(data["image"]),
         "object_region_match": accuracy(closest_region(validation["objects"], regions)),
         "referring_accuracy": {
             "modification": accuracy(zero_shot),
+            **{f"{name}, occupied cells": accuracy(chosen) for name, chosen in validation["picks"].items()},
             "modification, occupied cells": accuracy(zero_shot_occupied),
             "caption loss direction": accuracy(closest_region(validation["loss_direction"], regions)),
         },
@@ -236,8 +255,9 @@ def report(args: argparse.Namespace) -> dict:
         for name in REFERRING:
             queries = with_region(validation["image"], validation["modification"], regions[rows, referents[name]])
             result["recall@1"][f"combiner + region ({name})"] = recall_at_1(queries, validation)
-        queries = gated(validation["image"], validation["modification"], regions[rows, zero_shot_occupied])
-        result["recall@1"][f"combiner + region ({GATED})"] = recall_at_1(queries, validation)
+        for name, chosen in gated_referents.items():
+            queries = gated(validation["image"], validation["modification"], regions[rows, chosen])
+            result["recall@1"][f"gated combiner + region ({name})"] = recall_at_1(queries, validation)
     result["seconds"] = round(time.monotonic() - started, 1)
     return result
 
@@ -250,6 +270,7 @@ parser.add_argument("--epochs", type=int, default=16)
 parser.add_argument("--batch-size", type=int, default=256)
 parser.add_argument("--learning-rate", type=float, default=1e-3)
 parser.add_argument("--temperature", type=float, default=0.2)
+parser.add_argument("--referring-clip", type=Path, default=None, help="a CLIP folder that also picks referents")
 parser.add_argument("--output", type=Path, default=None)
 
 
@@ -257,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if min(args.grid, args.num_scenes, args.epochs, args.batch_size) < 1:
         parser.error("--grid, --num-scenes, --epochs and --batch-size must be >= 1")
+    if args.referring_clip is not None and not (args.referring_clip / "config.json").is_file():
+        parser.error(f"--referring-clip {args.referring_clip} is not a CLIP folder (no config.json)")
     emit(report(args), args.output)
     return 0
 

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from bench.region_probe import GATED, REFERRING, closest_region, main, region_embeds
+from bench.region_probe import GATED_REFERRING, REFERRING, REFERRING_CLIP, closest_region, main, region_embeds
 from modeling_scot import ScotModel
 from modeling_scot.encoding import encode_texts
 from modeling_scot.world import caption, clip_path, render_scene
@@ -44,15 +44,30 @@ def test_occupancy_marks_exactly_the_cells_of_small_objects_in_a_batch(world_mod
 
 def test_probe_reports_every_row_and_regions_hold_their_objects(tmp_path):
     output = tmp_path / "probe.json"
-    assert main(["--num-scenes", "200", "--epochs", "1", "--batch-size", "64", "--output", str(output)]) == 0
+    arguments = ["--num-scenes", "200", "--epochs", "1", "--batch-size", "64", "--output", str(output)]
+    assert main([*arguments, "--referring-clip", str(clip_path())]) == 0
     report = json.loads(output.read_text())
     assert report["train_triplets"] > 500
-    rows = {"combiner", *(f"combiner + region ({name})" for name in (*REFERRING, GATED))}
+    gated = (*GATED_REFERRING, REFERRING_CLIP)
+    rows = {
+        "combiner",
+        *(f"combiner + region ({name})" for name in REFERRING),
+        *(f"gated combiner + region ({name})" for name in gated),
+    }
     assert set(report["recall@1"]) == rows
     for scores in report["recall@1"].values():
         assert "remove" in scores and all(0 <= value <= 100 for value in scores.values())
     assert min(report["object_region_match"].values()) >= 90
-    assert set(report["referring_accuracy"]) == {"modification", "modification, occupied cells", "caption loss direction"}
+    accuracy = report["referring_accuracy"]
+    picked_by = {"modification", "modification, occupied cells", f"{REFERRING_CLIP}, occupied cells", "caption loss direction"}
+    assert set(accuracy) == picked_by
+    # The same CLIP as referring CLIP picks exactly what the modification picks among occupied cells.
+    assert accuracy[f"{REFERRING_CLIP}, occupied cells"] == accuracy["modification, occupied cells"]
+
+
+def test_probe_refuses_a_referring_clip_that_is_not_a_clip_folder(tmp_path):
+    with pytest.raises(SystemExit):
+        main(["--referring-clip", str(tmp_path)])
 
 
 def test_probe_refuses_a_batch_larger_than_the_data():

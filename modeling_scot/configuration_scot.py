@@ -37,12 +37,23 @@ class ScotConfig(PreTrainedConfig):
             Weight w_h of the hard-negative captions in the loss denominator (0 drops them).
         caption_negative_weight (`float`):
             Weight w_c of the original caption in the loss denominator (0 drops it).
+        region_grid (`int`):
+            0: the Combiner composes V and T_m alone. G > 0: the reference image is also embedded once per
+            cell of a G x G grid (all else filled with its border colour), and the Combiner adds a gated
+            linear map of one region, the edit's referent, to T_m. In training the referent is the occupied
+            region closest to T_c - T_u (what the caption loses); at retrieval every occupied region is a
+            hypothesis, and a gallery image scores the soft maximum of its scores under them.
+        region_temperature (`float`):
+            Temperature of that soft maximum over referent hypotheses.
         scot_version (`str`):
             Version of `modeling_scot` that wrote this config.
     """
 
     model_type = "scot"
-    keys_to_ignore_at_inference = ["modality_weight", "image_embeds", "text_embeds", "negative_embeds", "caption_embeds"]
+    keys_to_ignore_at_inference = [
+        "modality_weight", "image_embeds", "text_embeds", "negative_embeds", "caption_embeds", "region_embeds",
+        "hypothesis_embeds",
+    ]
     sub_configs_defaults = {"clip_config": SubConfigSpec(config_class=AutoConfig, model_type="clip")}
 
     clip_config: dict | PreTrainedConfig | None = None
@@ -56,12 +67,17 @@ class ScotConfig(PreTrainedConfig):
     max_logit_scale: float = 100.0
     hard_negative_weight: float = 1.0
     caption_negative_weight: float = 1.0
+    region_grid: int = 0
+    region_temperature: float = 0.01
     scot_version: str = SCOT_VERSION
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
-        if self.temperature <= 0:
-            raise ValueError(f"ScotConfig.temperature must be > 0, got {self.temperature}")
+        for name in ("temperature", "region_temperature"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"ScotConfig.{name} must be > 0, got {getattr(self, name)}")
+        if not isinstance(self.region_grid, int) or self.region_grid < 0:
+            raise ValueError(f"ScotConfig.region_grid must be an int >= 0, got {self.region_grid!r}")
         for name in ("hard_negative_weight", "caption_negative_weight", "combiner_dropout"):
             if getattr(self, name) < 0:
                 raise ValueError(f"ScotConfig.{name} must be >= 0, got {getattr(self, name)}")

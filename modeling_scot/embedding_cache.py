@@ -34,6 +34,8 @@ class EmbeddingCache:
     image_embeds: torch.Tensor
     text_embeds: torch.Tensor
     folder: Path
+    region_embeds: torch.Tensor | None = None
+    """(images, G*G, D) grid-region embeddings, for a model with `config.region_grid`."""
 
 
 def encoder_fingerprint(model: ScotModel) -> str:
@@ -146,10 +148,16 @@ def build_embedding_cache(
     folder = Path(cache_dir) / key.hexdigest()
     folder.mkdir(parents=True, exist_ok=True)
 
-    def encode_image_rows(rows: range) -> torch.Tensor:
+    def encode_image_rows(rows: range, regions: bool = False) -> torch.Tensor:
         images = dataset.select([image_rows[i] for i in rows])["image"]
         return encode_images(
-            model, images, processor, batch_size=image_batch_size, autocast_dtype=autocast_dtype, progress=False
+            model,
+            images,
+            processor,
+            batch_size=image_batch_size,
+            autocast_dtype=autocast_dtype,
+            progress=False,
+            regions=regions,
         )
 
     def encode_text_rows(rows: range) -> torch.Tensor:
@@ -160,7 +168,12 @@ def build_embedding_cache(
 
     image_embeds = chunked_encode(folder, "images", len(image_rows), chunk_size, encode_image_rows, progress)
     text_embeds = chunked_encode(folder, "texts", len(texts), chunk_size, encode_text_rows, progress)
-    return EmbeddingCache(image_embeds, text_embeds, folder), Dataset.from_dict(columns)
+    region_embeds = None
+    if model.config.region_grid:
+        prefix = f"regions{model.config.region_grid}"
+        encode_regions = lambda rows: encode_image_rows(rows, regions=True)
+        region_embeds = chunked_encode(folder, prefix, len(image_rows), chunk_size, encode_regions, progress)
+    return EmbeddingCache(image_embeds, text_embeds, folder, region_embeds), Dataset.from_dict(columns)
 
 
 __all__ = ["EmbeddingCache", "build_embedding_cache", "chunked_encode", "encoder_fingerprint"]

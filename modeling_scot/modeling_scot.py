@@ -20,6 +20,7 @@ from .configuration_scot import ScotConfig
 from .losses import scot_contrastive_loss
 from .model_card import write_model_card
 from .processing_scot import ScotProcessor
+from .regions import closest_region, grid_region_pixels, pool_hypothesis_scores, region_mask
 
 logger = logging.get_logger(__name__)
 
@@ -41,6 +42,10 @@ class ScotOutput(ModelOutput):
         target_embeds: (B, D) L2-normalised modified-caption embeddings T_u.
         negative_embeds: (B, K, D) L2-normalised hard-negative caption embeddings.
         caption_embeds: (B, D) L2-normalised original caption embeddings T_c.
+        region_embeds: (B, K, D) grid-region embeddings of the references (zero rows: empty cells), for a
+            model with `config.region_grid`.
+        hypothesis_embeds: (B, K, D) composed queries, one per region taken as the referent (at retrieval);
+            `query_embeds` is then the one of the occupied region closest to T_m.
     """
 
     loss: torch.Tensor | None = None
@@ -51,17 +56,27 @@ class ScotOutput(ModelOutput):
     target_embeds: torch.Tensor | None = None
     negative_embeds: torch.Tensor | None = None
     caption_embeds: torch.Tensor | None = None
+    region_embeds: torch.Tensor | None = None
+    hypothesis_embeds: torch.Tensor | None = None
 
 
 class Combiner(nn.Module):
     """Fuses an image and a text embedding: `w * text + (1 - w) * image + fused`, L2-normalised.
 
     Both inputs are projected and concatenated; one MLP predicts the residual `fused`, another the
-    input-dependent modality weight `w` in (0, 1).
+    input-dependent modality weight `w` in (0, 1). `with_region` adds a referent input: a linear map of a
+    region embedding, scaled by a gate in (0, 1) computed from (text, region), joins the text embedding
+    first (an edit that adds an object can shut the gate).
     """
 
-    def __init__(self, embed_dim: int, projection_dim: int, hidden_dim: int, dropout: float = 0.1):
+    def __init__(
+        self, embed_dim: int, projection_dim: int, hidden_dim: int, dropout: float = 0.1, with_region: bool = False
+    ):
         super().__init__()
+        self.region_projection = nn.Linear(embed_dim, embed_dim) if with_region else None
+        self.region_gate = (
+            nn.Sequential(nn.Linear(2 * embed_dim, embed_dim), nn.ReLU(), nn.Linear(embed_dim, 1)) if with_region else None
+        )
         self.image_projection = nn.Sequential(nn.Linear(embed_dim, projection_dim), nn.ReLU(), nn.Dropout(dropout))
         self.text_projection = nn.Sequential(nn.Linear(embed_dim, projection_dim), nn.ReLU(), nn.Dropout(dropout))
         self.fusion = nn.Sequential(
@@ -71,8 +86,13 @@ class Combiner(nn.Module):
             nn.Linear(2 * projection_dim, hidden_dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden_dim, 1)
         )
 
-    def forward(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, image_embeds: torch.Tensor, text_embeds: torch.Tensor, referent_embeds: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return the normalised composed embedding (B, D) and the text weight w (B,)."""
+        if self.region_projection is not None:
+            gate = torch.sigmoid(self.region_gate(torch.cat([text_embeds, referent_embeds], dim=-1)))
+            text_embeds = text_embeds + gate * self.region_projection(referent_embeds)
         joint = torch.cat([self.image_projection(image_embeds), self.text_projection(text_embeds)], dim=-1)
         weight = torch.sigmoid(self.modality_gate(joint))
         composed = weight * text_embeds + (1 - weight) * image_embeds + self.fusion(joint)
@@ -170,7 +190,13 @@ class ScotModel(PreTrainedModel):
         self.clip = clip_model if clip_model is not None else AutoModel.from_config(config.clip_config)
         _check_dual_encoder(self.clip, "ScotConfig.clip_config")
         self.clip.requires_grad_(False)
-        self.combiner = Combiner(config.embed_dim, config.projection_dim, config.hidden_dim, config.combiner_dropout)
+        self.combiner = Combiner(
+            config.embed_dim,
+            config.projection_dim,
+            config.hidden_dim,
+            config.combiner_dropout,
+            with_region=config.region_grid > 0,
+        )
         self.logit_scale = nn.Parameter(
             torch.tensor(math.log(1 / config.temperature)), requires_grad=config.learnable_temperature
         )
@@ -263,10 +289,36 @@ class ScotModel(PreTrainedModel):
         embeds = F.normalize(_pooled_embedding(output, "get_text_features").float(), dim=-1)
         return embeds.reshape(*leading, embeds.shape[-1])
 
+    @torch.no_grad()
+    def get_region_features(self, pixel_values: torch.Tensor, **image_kwargs) -> torch.Tensor:
+        """(B, G*G, D) L2-normalised embeddings of the `config.region_grid` regions of each image; cells that
+        hold only the border colour are not encoded and get zero rows."""
+        grid = self.config.region_grid
+        if grid < 1:
+            raise ValueError("this model has no region input (config.region_grid is 0)")
+        _check_tensor(pixel_values, "pixel_values", (4,), floating=True)
+        pixels, occupied = grid_region_pixels(pixel_values.float(), grid)
+        embeds = torch.zeros(*occupied.shape, self.config.embed_dim, device=pixel_values.device)
+        if occupied.any():
+            embeds[occupied] = self.get_image_features(pixels[occupied], **image_kwargs)
+        return embeds
+
     # ----- composition and loss -------------------------------------------------------------------
 
-    def compose(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> ScotOutput:
-        """Run the Combiner on (cached) image and text embeddings of shape (B, D)."""
+    def compose(
+        self,
+        image_embeds: torch.Tensor,
+        text_embeds: torch.Tensor,
+        region_embeds: torch.Tensor | None = None,
+        referent_direction: torch.Tensor | None = None,
+    ) -> ScotOutput:
+        """Run the Combiner on (cached) image and text embeddings of shape (B, D).
+
+        A model with `config.region_grid` also needs `region_embeds` (B, K, D) from [`get_region_features`].
+        The referent is the occupied region closest to `referent_direction` (B, D) when given (training
+        passes T_c - T_u), else closest to T_m; without `referent_direction` the output also holds one query
+        per region (`hypothesis_embeds`), which [`score_gallery`] pools.
+        """
         _check_tensor(image_embeds, "image_embeds", (2,), floating=True)
         _check_tensor(text_embeds, "text_embeds", (2,), floating=True)
         dim = self.config.embed_dim
@@ -278,10 +330,56 @@ class ScotModel(PreTrainedModel):
         if image_embeds.shape[0] != text_embeds.shape[0]:
             raise ValueError(f"image_embeds has {image_embeds.shape[0]} rows but text_embeds has {text_embeds.shape[0]}")
         dtype = self.logit_scale.dtype
-        query_embeds, weight = self.combiner(image_embeds.to(dtype), text_embeds.to(dtype))
-        return ScotOutput(
-            query_embeds=query_embeds, modality_weight=weight, image_embeds=image_embeds, text_embeds=text_embeds
+        image_embeds, text_embeds = image_embeds.to(dtype), text_embeds.to(dtype)
+        if self.config.region_grid == 0:
+            if region_embeds is not None:
+                raise ValueError("region_embeds given, but this model has no region input (config.region_grid is 0)")
+            query_embeds, weight = self.combiner(image_embeds, text_embeds)
+            return ScotOutput(
+                query_embeds=query_embeds, modality_weight=weight, image_embeds=image_embeds, text_embeds=text_embeds
+            )
+        region_embeds = self._check_regions(region_embeds, image_embeds.shape[0]).to(dtype)
+        rows = torch.arange(len(region_embeds), device=region_embeds.device)
+        direction = text_embeds if referent_direction is None else referent_direction.to(dtype)
+        referent = region_embeds[rows, closest_region(direction, region_embeds)]
+        query_embeds, weight = self.combiner(image_embeds, text_embeds, referent)
+        output = ScotOutput(
+            query_embeds=query_embeds,
+            modality_weight=weight,
+            image_embeds=image_embeds,
+            text_embeds=text_embeds,
+            region_embeds=region_embeds,
         )
+        if referent_direction is None:
+            batch, regions, _ = region_embeds.shape
+            repeat = lambda embeds: embeds[:, None].expand(batch, regions, dim).reshape(-1, dim)
+            hypotheses, _ = self.combiner(repeat(image_embeds), repeat(text_embeds), region_embeds.reshape(-1, dim))
+            output.hypothesis_embeds = hypotheses.view(batch, regions, dim)
+        return output
+
+    def _check_regions(self, region_embeds: torch.Tensor | None, batch: int) -> torch.Tensor:
+        grid = self.config.region_grid
+        if region_embeds is None:
+            raise ValueError(
+                f"this model composes with the {grid} x {grid} grid regions of the reference: pass region_embeds "
+                "(model.get_region_features(pixel_values)) or pixel_values"
+            )
+        _check_tensor(region_embeds, "region_embeds", (3,), floating=True)
+        expected = (batch, grid * grid, self.config.embed_dim)
+        if tuple(region_embeds.shape) != expected:
+            raise ValueError(f"region_embeds must have shape {expected}, got {tuple(region_embeds.shape)}")
+        return region_embeds
+
+    def score_gallery(self, output: ScotOutput, gallery_embeds: torch.Tensor) -> torch.Tensor:
+        """(B, N) scores of the composed queries in `output` against gallery embeddings (N, D): cosine, or,
+        with referent hypotheses, their soft maximum over the occupied regions."""
+        gallery_embeds = gallery_embeds.to(output.query_embeds.device, output.query_embeds.dtype)
+        if output.hypothesis_embeds is None:
+            return output.query_embeds @ gallery_embeds.T
+        scores = output.hypothesis_embeds @ gallery_embeds.T
+        mask = region_mask(output.region_embeds)
+        mask = mask | ~mask.any(dim=1, keepdim=True)
+        return pool_hypothesis_scores(scores, mask, self.config.region_temperature)
 
     def contrastive_loss(
         self,
@@ -330,6 +428,7 @@ class ScotModel(PreTrainedModel):
         caption_input_ids: torch.Tensor | None = None,
         caption_attention_mask: torch.Tensor | None = None,
         caption_embeds: torch.Tensor | None = None,
+        region_embeds: torch.Tensor | None = None,
         return_loss: bool = True,
         **image_kwargs,
     ) -> ScotOutput:
@@ -343,6 +442,9 @@ class ScotModel(PreTrainedModel):
             negative_input_ids, negative_attention_mask: (B, K, L) hard-negative captions, or
                 `negative_embeds` (B, K, D); `negative_mask` (B, K) is False on padding slots.
             caption_input_ids, caption_attention_mask: (B, L) original captions c, or `caption_embeds`.
+            region_embeds: (B, K, D) grid-region embeddings of the references, for a model with
+                `config.region_grid` given `image_embeds` (computed from `pixel_values` otherwise). With
+                both T_c and T_u, the referent is the region closest to T_c - T_u.
             return_loss: compute the loss whenever targets are given (set False to skip it).
             image_kwargs: extra encoder image inputs (SigLIP 2's `pixel_attention_mask`, `spatial_shapes`).
         """
@@ -350,17 +452,23 @@ class ScotModel(PreTrainedModel):
             if pixel_values is None:
                 raise ValueError("give pixel_values or image_embeds for the reference images")
             image_embeds = self.get_image_features(pixel_values, **image_kwargs)
+            if self.config.region_grid and region_embeds is None:
+                region_embeds = self.get_region_features(pixel_values, **image_kwargs)
         elif pixel_values is not None:
             raise ValueError("give either pixel_values or image_embeds, not both")
         text_embeds = self._embed_or_take(text_embeds, input_ids, attention_mask, "text")
         if text_embeds is None:
             raise ValueError("give input_ids or text_embeds for the modification texts")
-        output = self.compose(image_embeds, text_embeds)
-        output.target_embeds = self._embed_or_take(target_embeds, target_input_ids, target_attention_mask, "target")
+        target_embeds = self._embed_or_take(target_embeds, target_input_ids, target_attention_mask, "target")
+        caption_embeds = self._embed_or_take(caption_embeds, caption_input_ids, caption_attention_mask, "caption")
+        direction = None
+        if self.config.region_grid and target_embeds is not None and caption_embeds is not None:
+            direction = caption_embeds - target_embeds
+        output = self.compose(image_embeds, text_embeds, region_embeds, referent_direction=direction)
+        output.target_embeds, output.caption_embeds = target_embeds, caption_embeds
         output.negative_embeds = self._embed_or_take(
             negative_embeds, negative_input_ids, negative_attention_mask, "negative"
         )
-        output.caption_embeds = self._embed_or_take(caption_embeds, caption_input_ids, caption_attention_mask, "caption")
         if return_loss and output.target_embeds is not None:
             output.loss = self.contrastive_loss(
                 output.query_embeds,

@@ -44,6 +44,7 @@ class QuickstartSettings:
     learning_rate: float = 1e-3
     weight_decay: float = 0.01
     temperature: float = 0.2
+    region_grid: int = 3
     test_queries: int = 1000
 
 
@@ -111,7 +112,9 @@ def run_quickstart(
     work = output / "work"
     dataset = triplet_dataset(settings, work / "triplets")
     torch.manual_seed(settings.seed)
-    model = ScotModel.from_clip(clip_path(), dtype=encoder_dtype, temperature=settings.temperature).to(device)
+    model = ScotModel.from_clip(
+        clip_path(), dtype=encoder_dtype, temperature=settings.temperature, region_grid=settings.region_grid
+    ).to(device)
     training = train_combiner(model, dataset, settings, work, device)
     evaluation = evaluate_world(model, settings.seed, num_queries=settings.test_queries)
     model.save_pretrained(

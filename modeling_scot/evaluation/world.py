@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from ..encoding import encode_images, encode_texts
-from ..methods import METHODS, compose_queries, slerp
+from ..methods import METHODS, compose_queries, scot_gallery_scores, slerp
 from ..world import WorldBenchmark, build_benchmark, caption, render_scene
 from .metrics import recall_at_k, recall_subset_at_k
 
@@ -48,14 +48,21 @@ class _Embedded:
     gallery: torch.Tensor
     references: torch.Tensor
     modifications: torch.Tensor
+    reference_regions: torch.Tensor | None
 
 
-def _embed(model, benchmark: WorldBenchmark, batch_size: int, progress: bool) -> _Embedded:
+def _embed(model, benchmark: WorldBenchmark, batch_size: int, progress: bool, with_regions: bool = True) -> _Embedded:
     images = [render_scene(scene) for scene in benchmark.gallery]
     gallery = encode_images(model, images, batch_size=batch_size, progress=progress and "embedding gallery")
     texts = [query.modification for query in benchmark.queries]
     modifications = encode_texts(model, texts, batch_size=batch_size, progress=progress and "embedding queries")
-    return _Embedded(benchmark, gallery, gallery[benchmark.reference_ids], modifications)
+    regions = None
+    if with_regions and model.config.region_grid:
+        references, query_reference = torch.tensor(benchmark.reference_ids).unique(return_inverse=True)
+        desc = progress and "embedding reference regions"
+        reference_images = [images[i] for i in references.tolist()]
+        regions = encode_images(model, reference_images, batch_size=batch_size, progress=desc, regions=True)[query_reference]
+    return _Embedded(benchmark, gallery, gallery[benchmark.reference_ids], modifications, regions)
 
 
 def validation_seed(seed: int) -> int:
@@ -65,7 +72,7 @@ def validation_seed(seed: int) -> int:
 
 def tune_slerp_alpha(model, seed: int, *, batch_size: int = 256, progress: bool = True) -> float:
     """The Slerp weight with the best Recall@1 on the validation benchmark of `seed` (never the test split)."""
-    data = _embed(model, build_benchmark(validation_seed(seed), VALIDATION_QUERIES), batch_size, progress)
+    data = _embed(model, build_benchmark(validation_seed(seed), VALIDATION_QUERIES), batch_size, progress, False)
     exclude = [[reference] for reference in data.benchmark.reference_ids]
 
     def recall_at_1(alpha: float) -> float:
@@ -100,8 +107,8 @@ def evaluate_world(
     results: dict[str, dict[str, float]] = {}
     by_edit_type: dict[str, dict[str, float]] = {}
 
-    def score(name: str, queries: torch.Tensor) -> None:
-        scores = queries @ data.gallery.T
+    def score(name: str, queries: torch.Tensor | None, scores: torch.Tensor | None = None) -> None:
+        scores = queries @ data.gallery.T if scores is None else scores
         results[name] = _metrics(scores, benchmark)
         by_edit_type[name] = recall_at_1_by_edit_type(scores, benchmark)
 
@@ -109,6 +116,8 @@ def evaluate_world(
         if method == "slerp":
             report["slerp_alpha"] = tune_slerp_alpha(model, seed, batch_size=batch_size, progress=False)
             score(method, slerp(data.references, data.modifications, report["slerp_alpha"]))
+        elif method == "scot":
+            score(method, None, scot_gallery_scores(model, data.references, data.modifications, data.gallery, data.reference_regions))
         else:
             score(method, compose_queries(method, model, data.references, data.modifications))
     score(ORACLE, oracle)

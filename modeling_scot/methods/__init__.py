@@ -33,4 +33,25 @@ def compose_queries(
     return torch.cat(parts)
 
 
-__all__ = ["METHODS", "TRAINING_FREE", "compose_queries", "embedding_sum", "image_only", "slerp", "text_only"]
+@torch.no_grad()
+def scot_gallery_scores(
+    model,
+    image_embeds: torch.Tensor,
+    text_embeds: torch.Tensor,
+    gallery_embeds: torch.Tensor,
+    region_embeds: torch.Tensor | None = None,
+    batch_size: int = 256,
+) -> torch.Tensor:
+    """(N, G) SCOT scores of N queries against G gallery embeddings, by `model.score_gallery` (which pools
+    the referent hypotheses of a model with grid regions, given their `region_embeds` (N, K, D))."""
+    model.eval()
+    device = model.device
+    parts = []
+    for i in range(0, len(image_embeds), batch_size):
+        regions = None if region_embeds is None else region_embeds[i : i + batch_size].to(device)
+        output = model.compose(image_embeds[i : i + batch_size].to(device), text_embeds[i : i + batch_size].to(device), regions)
+        parts.append(model.score_gallery(output, gallery_embeds).float().cpu())
+    return torch.cat(parts)
+
+
+__all__ = ["METHODS", "TRAINING_FREE", "compose_queries", "scot_gallery_scores", "embedding_sum", "image_only", "slerp", "text_only"]

@@ -19,7 +19,7 @@ from modeling_scot.demo.commands import add_demo_parser, server_address
 from modeling_scot.demo.examples import world_examples
 from modeling_scot.demo.gradio_import import GradioNotInstalledError
 from modeling_scot.encoding import encode_images, encode_texts
-from modeling_scot.methods import compose_queries
+from modeling_scot.methods import compose_queries, scot_gallery_scores
 from modeling_scot.quickstart import QuickstartSettings, run_quickstart
 from modeling_scot.retrieval import GalleryIndex
 from modeling_scot.retrieval.commands import add_index_parser
@@ -68,8 +68,14 @@ def easy_query(scot_home):
     texts = encode_texts(model, [query.modification for query in benchmark.queries], progress=False)
     rows = torch.arange(len(benchmark.queries))
 
+    images = [render_scene(benchmark.gallery[i]) for i in benchmark.reference_ids]
+    regions = encode_images(model, images, progress=False, regions=True) if model.config.region_grid else None
+
     def scores(method: str) -> torch.Tensor:
-        result = compose_queries(method, model, references, texts) @ gallery.T
+        if method == "scot":
+            result = scot_gallery_scores(model, references, texts, gallery, regions)
+        else:
+            result = compose_queries(method, model, references, texts) @ gallery.T
         result[rows, benchmark.reference_ids] = -torch.inf
         return result
 
@@ -80,7 +86,8 @@ def easy_query(scot_home):
     top2 = scot.topk(2, dim=1).values
     row = int(torch.where(easy, top2[:, 0] - top2[:, 1], -torch.inf).argmax())
     with torch.no_grad():
-        weight = float(model.compose(references[row : row + 1], texts[row : row + 1]).modality_weight[0])
+        region = None if regions is None else regions[row : row + 1]
+        weight = float(model.compose(references[row : row + 1], texts[row : row + 1], region).modality_weight[0])
     image_top1 = scene_id(benchmark.gallery[int(image[row].argmax())])
     return benchmark.queries[row], image_top1, weight
 

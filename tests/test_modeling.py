@@ -173,9 +173,11 @@ print(type(model).__module__, type(model.processor).__name__)
 """
 
 
-@pytest.mark.parametrize("combiner_only", [False, True])
-def test_trust_remote_code_load_in_a_fresh_process(scot_model, tiny_processor, tmp_path, combiner_only):
+@pytest.mark.parametrize("combiner_only, region_grid", [(False, 0), (True, 0), (False, 3)])
+def test_trust_remote_code_load_in_a_fresh_process(scot_model, tiny_clip_dir, tiny_processor, tmp_path, combiner_only, region_grid):
     inputs = _inputs(tiny_processor)
+    if region_grid:
+        scot_model = ScotModel.from_clip(tiny_clip_dir, region_grid=region_grid)
     scot_model.eval()
     expected = scot_model(**inputs)
     saved = tmp_path / "model"

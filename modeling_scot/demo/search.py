@@ -11,7 +11,7 @@ from ..methods import METHODS
 from ..modeling_scot import ScotModel
 from ..processing_scot import ImageInput
 from ..retrieval.index import GalleryIndex
-from ..retrieval.query import compose_query
+from ..retrieval.query import compose_query, search_query
 from ..retrieval.sources import gallery_image
 
 DUPLICATE_SCORE = 0.999
@@ -91,12 +91,8 @@ class DemoSearch:
             raise DemoInputError(f"the number of results must be at least 1, got {k}")
         query = compose_query(self.model, image, text.strip(), method)
         hidden = self._duplicates(query.image_embeds) if hide_reference else []
-        scores, ids = self.index.search(query.query_embeds, k, exclude=[hidden])
-        hits = [
-            Hit(rank, item, round(score, 6))
-            for rank, (item, score) in enumerate(zip(ids[0], scores[0].tolist()), start=1)
-            if item is not None
-        ]
+        scores, ids = search_query(self.index, query, k, hidden)
+        hits = [Hit(rank, item, round(score, 6)) for rank, (item, score) in enumerate(zip(ids, scores), start=1)]
         return SearchResult(method, hits, query.modality_weight, hidden)
 
 

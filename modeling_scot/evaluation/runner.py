@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..encoding import encode_texts
+from ..encoding import encode_images, encode_texts
 from ..io_utils import write_json
-from ..methods import METHODS, compose_queries, slerp
+from ..methods import METHODS, compose_queries, scot_gallery_scores, slerp
 from ..retrieval import ImageFiles, embed_gallery
 from .cir_data import CIRSplit, check_images
 from .scoring import compute_metrics, top_k_ids
@@ -72,6 +72,19 @@ def _reference_embeds(model, split: CIRSplit, gallery: torch.Tensor, cache_dir: 
         for query in split.queries
     ]
     return torch.stack(rows)
+
+
+def _reference_regions(model, split: CIRSplit, options: Mapping) -> torch.Tensor:
+    """(queries, G*G, D) grid-region embeddings of each query's reference, for a model with grid regions."""
+    references = list(dict.fromkeys(query.reference for query in split.queries))
+    images = SplitImages(split, references)
+    batch_size = options["batch_size"]
+    chunks = []
+    for start in range(0, len(references), batch_size):
+        batch = [images.image(i) for i in range(start, min(start + batch_size, len(references)))]
+        chunks.append(encode_images(model, batch, batch_size=batch_size, progress=False, regions=True))
+    rows = {image_id: row for row, image_id in enumerate(references)}
+    return torch.cat(chunks)[[rows[query.reference] for query in split.queries]]
 
 
 def check_split(split: CIRSplit, predictions_dir: object) -> None:
@@ -145,11 +158,15 @@ def evaluate_split(
         "methods": {},
     }
     for method in methods:
-        if method == "slerp":
-            queries = slerp(references, texts, slerp_alpha)
+        if method == "scot":
+            regions = _reference_regions(model, split, options) if model.config.region_grid else None
+            scores = scot_gallery_scores(model, references, texts, gallery.float(), regions).numpy()
         else:
-            queries = compose_queries(method, model, references, texts)
-        scores = (queries.float() @ gallery.float().T).numpy()
+            if method == "slerp":
+                queries = slerp(references, texts, slerp_alpha)
+            else:
+                queries = compose_queries(method, model, references, texts)
+            scores = (queries.float() @ gallery.float().T).numpy()
         report["methods"][method] = compute_metrics(split, scores)
         if predictions_dir is not None:
             for path in save_predictions(split, scores, Path(predictions_dir) / method):

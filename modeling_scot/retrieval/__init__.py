@@ -3,7 +3,7 @@
 from .faiss_backend import FaissNotInstalledError, faiss_available
 from .gallery import embed_gallery
 from .index import AUTO_APPROXIMATE_ABOVE, KINDS, GalleryIndex
-from .query import ComposedQuery, compose_query
+from .query import ComposedQuery, compose_query, search_query
 from .search import exact_search
 from .sources import DatasetImages, GallerySource, ImageFiles, WorldGallery, gallery_image
 from .store import Gallery
@@ -20,6 +20,7 @@ __all__ = [
     "ImageFiles",
     "WorldGallery",
     "compose_query",
+    "search_query",
     "embed_gallery",
     "exact_search",
     "faiss_available",

@@ -15,7 +15,7 @@ from ..modeling_scot import ScotModel
 from .faiss_backend import import_faiss
 from .gallery import embed_gallery
 from .index import KINDS, GalleryIndex, resolve_kind
-from .query import compose_query
+from .query import compose_query, search_query
 from .sources import ImageFiles, WorldGallery
 
 logger = logging.getLogger(__name__)
@@ -150,11 +150,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     model, fingerprint = load_model_and_fingerprint(args.model, args.device, args.dtype)
     check_encoder(index, fingerprint, args.index, args.model)
     query = compose_query(model, args.image, args.text, args.method)
-    scores, ids = index.search(query.query_embeds, args.k, exclude=[args.exclude] if args.exclude else None)
+    scores, ids = search_query(index, query, args.k, args.exclude or ())
     results = [
-        {"rank": rank, "id": item, "score": round(score, 6)}
-        for rank, (item, score) in enumerate(zip(ids[0], scores[0].tolist()), start=1)
-        if item is not None
+        {"rank": rank, "id": item, "score": round(score, 6)} for rank, (item, score) in enumerate(zip(ids, scores), start=1)
     ]
     report = {
         "index": str(args.index),

@@ -46,6 +46,7 @@ from modeling_scot.encoding import encode_images, encode_texts, resolve_processo
 from modeling_scot.evaluation.metrics import recall_at_k  # noqa: E402
 from modeling_scot.evaluation.world import recall_at_1_by_edit_type, validation_seed  # noqa: E402
 from modeling_scot.modeling_scot import Combiner  # noqa: E402
+from modeling_scot.regions import grid_region_pixels  # noqa: E402
 from modeling_scot.triplets import generate_world_triplets  # noqa: E402
 from modeling_scot.world import build_benchmark, caption, clip_path, render_scene  # noqa: E402
 from modeling_scot.world.scene import Scene  # noqa: E402
@@ -55,36 +56,22 @@ VALIDATION_QUERIES = 1000
 REFERRING = ("modification", "true object")
 GATED_REFERRING = ("modification, occupied cells", "true object")
 REFERRING_CLIP = "referring CLIP"
-FOREGROUND_TOLERANCE = 1e-3
-"""How far (in normalised pixel units) a pixel must be from the border colour to count as content."""
 NO_SUBJECT = -1
 """The referent cell of an edit that changes no object of the reference (add)."""
 
 
 @torch.no_grad()
 def region_embeds(model: ScotModel, images: list, grid: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, grid * grid, D) embeddings of each image with all but one grid cell filled with its border colour,
-    and the (N, grid * grid) mask of cells that hold content (a pixel off that colour)."""
+    """(N, grid * grid, D) embeddings of each image with all but one grid cell filled with its border colour
+    (`modeling_scot.regions.grid_region_pixels`; every cell is encoded), and the (N, grid * grid) mask of
+    cells that hold content (a pixel off that colour)."""
     processor = resolve_processor(model, None)
     parts, occupied = [], []
     for start in range(0, len(images), batch_size):
         pixels = processor(images=images[start : start + batch_size], return_tensors="pt")["pixel_values"]
-        batch, channels, height, width = pixels.shape
-        border = torch.cat([pixels[..., 0, :], pixels[..., -1, :], pixels[..., :, 0], pixels[..., :, -1]], dim=-1)
-        fill = border.median(dim=-1).values[:, :, None, None].expand_as(pixels)
-        masked, cells = [], []
-        for row in range(grid):
-            for column in range(grid):
-                rows = slice(round(row * height / grid), round((row + 1) * height / grid))
-                columns = slice(round(column * width / grid), round((column + 1) * width / grid))
-                region = fill.clone()
-                region[..., rows, columns] = pixels[..., rows, columns]
-                masked.append(region)
-                cell = (pixels[..., rows, columns] - fill[..., rows, columns]).abs().flatten(1).amax(dim=1)
-                cells.append(cell > FOREGROUND_TOLERANCE)
-        stacked = torch.stack(masked, dim=1).reshape(batch * grid * grid, channels, height, width)
-        parts.append(model.get_image_features(stacked).view(batch, grid * grid, -1))
-        occupied.append(torch.stack(cells, dim=1))
+        regions, cells = grid_region_pixels(pixels, grid)
+        parts.append(model.get_image_features(regions.flatten(0, 1)).view(len(pixels), grid * grid, -1))
+        occupied.append(cells)
     return torch.cat(parts), torch.cat(occupied)
 
 

@@ -294,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     quick = commands.add_parser("quickstart", help="offline end to end on the built-in world", description=cmd_quickstart.__doc__)
     quick.add_argument("--output", help="output folder (default: $SCOT_HOME/quickstart, SCOT_HOME=~/.cache/scot)")
     quick.add_argument("--seed", type=int, default=0, help="drives every random choice of the training and test data")
-    quick.add_argument("--num-scenes", type=int, default=10000, help="training scenes (4 triplets each)")
+    quick.add_argument("--num-scenes", type=int, default=5000, help="training scenes (8 triplets each)")
     quick.add_argument("--epochs", type=int, default=16, help="Combiner training epochs")
     quick.add_argument("--test-queries", type=int, default=1000, help="benchmark queries")
     add_runtime_options(quick, batch_size=256)

@@ -53,12 +53,12 @@ def _check_columns(dataset: Dataset) -> None:
         raise ValueError(f"the triplet dataset lacks columns {missing}; it has {dataset.column_names}")
 
 
-def _image_keys(dataset: Dataset) -> list[str]:
+def _image_keys(dataset: Dataset, columns: dict[str, list]) -> list[str]:
     """One key per row; rows with the same key share an image (embedded once)."""
-    if "source_id" in dataset.column_names:
-        return [str(key) for key in dataset["source_id"]]
+    if "source_id" in columns:
+        return [str(key) for key in columns["source_id"]]
     if dataset.features["image"].dtype == "string":
-        return list(dataset["image"])
+        return dataset.select_columns(["image"]).to_dict()["image"]
     return [f"row-{i}" for i in range(len(dataset))]
 
 
@@ -117,8 +117,10 @@ def build_embedding_cache(
     """
     _check_columns(dataset)
     processor = resolve_processor(model, processor)
+    text_columns = [c for c in ("source_id", "modification", "modified_caption", "caption", "hard_negatives") if c in dataset.column_names]
+    values = dataset.select_columns(text_columns).to_dict()  # whole columns at once: row iteration is slow
     image_table: dict[str, int] = {}
-    image_index = _index(_image_keys(dataset), image_table)
+    image_index = _index(_image_keys(dataset, values), image_table)
     first_row_of_image = {}
     for row, index in enumerate(image_index):
         first_row_of_image.setdefault(index, row)
@@ -127,12 +129,12 @@ def build_embedding_cache(
     text_table: dict[str, int] = {}
     columns = {
         "image_index": image_index,
-        "text_index": _index(dataset["modification"], text_table),
-        "target_index": _index(dataset["modified_caption"], text_table),
+        "text_index": _index(values["modification"], text_table),
+        "target_index": _index(values["modified_caption"], text_table),
     }
-    has_caption = "caption" in dataset.column_names
-    columns["caption_index"] = _index(dataset["caption"], text_table) if has_caption else [NO_CAPTION] * len(dataset)
-    negatives = dataset["hard_negatives"] if "hard_negatives" in dataset.column_names else [[]] * len(dataset)
+    has_caption = "caption" in values
+    columns["caption_index"] = _index(values["caption"], text_table) if has_caption else [NO_CAPTION] * len(dataset)
+    negatives = values.get("hard_negatives", [[]] * len(dataset))
     columns["negative_indices"] = [_index(list(row), text_table) for row in negatives]
     texts = list(text_table)
 

@@ -16,6 +16,7 @@ from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput, cached_file, logging
 
+from .activations import use_inference_activations
 from .configuration_scot import ScotConfig
 from .losses import scot_contrastive_loss
 from .model_card import write_model_card
@@ -190,6 +191,7 @@ class ScotModel(PreTrainedModel):
         self.clip = clip_model if clip_model is not None else AutoModel.from_config(config.clip_config)
         _check_dual_encoder(self.clip, "ScotConfig.clip_config")
         self.clip.requires_grad_(False)
+        use_inference_activations(self.clip)
         self.combiner = Combiner(
             config.embed_dim,
             config.projection_dim,
@@ -210,9 +212,16 @@ class ScotModel(PreTrainedModel):
             init.constant_(self.logit_scale, math.log(1 / self.config.temperature))
 
     def train(self, mode: bool = True) -> ScotModel:
-        """Set train mode on the Combiner only; the frozen encoder stays in eval mode."""
-        super().train(mode)
-        self.clip.eval()
+        """Set train mode on the Combiner only; the frozen encoder stays in eval mode. The Trainer calls this
+        every step, so the encoder's modules are only walked when its own flag says it left eval mode."""
+        if not isinstance(mode, bool):
+            raise ValueError(f"train(mode) takes a bool, got {mode!r}")
+        self.training = mode
+        for child in self.children():
+            if child is not self.clip:
+                child.train(mode)
+        if self.clip.training:
+            self.clip.eval()
         return self
 
     @classmethod

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
-from datasets import Dataset, load_from_disk
+from datasets import Dataset, Image, load_from_disk
 from transformers import TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -36,8 +36,8 @@ class QuickstartSettings:
     """Sizes and hyper-parameters of the quickstart (recorded in results.json)."""
 
     seed: int = 0
-    num_scenes: int = 10000
-    edits_per_scene: int = 4
+    num_scenes: int = 5000
+    edits_per_scene: int = 8
     num_hard_negatives: int = 1
     epochs: int = 16
     batch_size: int = 256
@@ -63,7 +63,14 @@ def triplet_dataset(settings: QuickstartSettings, folder: Path) -> Dataset:
         settings.seed, settings.num_scenes, settings.edits_per_scene, num_hard_negatives=settings.num_hard_negatives
     )
     total = settings.num_scenes * settings.edits_per_scene
-    rows = [record.to_dict() for record in tqdm(records, total=total, desc="writing triplets", unit="triplet")]
+    png_of_scene: dict[str, dict] = {}  # a scene's triplets share its image: PNG-encode it once, not per row
+    rows = []
+    for record in tqdm(records, total=total, desc="writing triplets", unit="triplet"):
+        row = record.to_dict()
+        if record.source_id not in png_of_scene:
+            png_of_scene[record.source_id] = Image().encode_example(record.image)
+        row["image"] = png_of_scene[record.source_id]
+        rows.append(row)
     dataset = Dataset.from_list(rows, features=TRIPLET_FEATURES)
     tmp = folder / "data.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -78,7 +85,7 @@ def train_combiner(
     model: ScotModel, dataset: Dataset, settings: QuickstartSettings, work: Path, device: torch.device
 ) -> dict:
     """Cache the frozen embeddings and train the Combiner on them; resumes from the last checkpoint."""
-    cache, index = build_embedding_cache(model, dataset, work / "cache", image_batch_size=256, text_batch_size=1024)
+    cache, index = build_embedding_cache(model, dataset, work / "cache")
     args = TrainingArguments(
         output_dir=str(work / "trainer"),
         per_device_train_batch_size=settings.batch_size,
@@ -87,6 +94,7 @@ def train_combiner(
         weight_decay=settings.weight_decay,
         lr_scheduler_type="cosine",
         warmup_steps=0.05,
+        optim="adamw_torch_fused",
         remove_unused_columns=False,
         save_strategy="epoch",
         save_total_limit=1,
@@ -97,7 +105,9 @@ def train_combiner(
         dataloader_drop_last=True,
         use_cpu=device.type == "cpu",
     )
-    trainer = ScotTrainer(model=model, args=args, train_dataset=index, data_collator=CachedEmbeddingCollator(cache))
+    # Plain dict rows: fetching a batch of Arrow rows takes longer than the training step itself.
+    rows = index.to_list()
+    trainer = ScotTrainer(model=model, args=args, train_dataset=rows, data_collator=CachedEmbeddingCollator(cache))
     checkpoint = get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
     result = trainer.train(resume_from_checkpoint=checkpoint)
     return {"train_loss": round(result.training_loss, 4), "steps": result.global_step}

@@ -92,7 +92,7 @@ def train_scot(
     trainer = ScotTrainer(
         model=model,
         args=args,
-        train_dataset=train_index,
+        train_dataset=train_index.to_list(),  # plain dict rows: Arrow row access costs more than a step
         eval_dataset=eval_index,
         data_collator=CachedEmbeddingCollator(cache),
         compute_metrics=compute_text_retrieval_metrics if eval_index is not None else None,

@@ -70,7 +70,7 @@ def validation_seed(seed: int) -> int:
     return -1 - seed
 
 
-def tune_slerp_alpha(model, seed: int, *, batch_size: int = 256, progress: bool = True) -> float:
+def tune_slerp_alpha(model, seed: int, *, batch_size: int = 64, progress: bool = True) -> float:
     """The Slerp weight with the best Recall@1 on the validation benchmark of `seed` (never the test split)."""
     data = _embed(model, build_benchmark(validation_seed(seed), VALIDATION_QUERIES), batch_size, progress, False)
     exclude = [[reference] for reference in data.benchmark.reference_ids]
@@ -88,7 +88,7 @@ def evaluate_world(
     methods: tuple[str, ...] = METHODS,
     *,
     num_queries: int = 1000,
-    batch_size: int = 256,
+    batch_size: int = 64,
     progress: bool = True,
 ) -> dict:
     """Recall@K and Recall_subset@K (percent) of each method, plus the `oracle` (retrieval with the

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 
 from datasets import Features, Image, Sequence, Value
 
@@ -28,8 +28,10 @@ class TripletRecord:
     hard_negatives: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        """The record as a dataset row."""
-        return asdict(self)
+        """The record as a dataset row (holding the image object itself, not a copy of it)."""
+        row = {f.name: getattr(self, f.name) for f in fields(self)}
+        row["hard_negatives"] = list(self.hard_negatives)
+        return row
 
 
 TRIPLET_COLUMNS: tuple[str, ...] = tuple(TripletRecord.__dataclass_fields__)

@@ -98,8 +98,9 @@ def generate_world_triplets(
     """Training triplets for `num_scenes` random training scenes, up to `edits_per_scene` per scene.
 
     Each scene is rendered once, when the iterator reaches it; its triplets share that PIL image (the `image`
-    field) and its `source_id` (the scene id), and each has its own paraphrase of the scene's caption. A scene
-    drawn twice continues its variants, so no triplet repeats. Ready for `datasets.Dataset.from_list(
+    field), its `source_id` (the scene id) and one paraphrase of its caption, as the edits an LLM writes for an
+    image of a captioned corpus all start from that image's caption. A scene drawn twice gets a new caption and
+    continues its variants, so no triplet repeats. Ready for `datasets.Dataset.from_list(
     [r.to_dict() for r in ...])` with an `Image` feature.
     """
     if num_scenes < 0 or edits_per_scene < 1:
@@ -114,8 +115,9 @@ def generate_world_triplets(
         first = drawn.get(scene, 0)
         drawn[scene] = first + edits_per_scene
         image = render_scene(scene, image_size)
+        scene_caption = caption(scene, rng)
         requests = [
-            CaptionRequest(scene_id(scene), image, caption(scene, rng), variant)
+            CaptionRequest(scene_id(scene), image, scene_caption, variant)
             for variant in range(first, first + edits_per_scene)
         ]
         yield from (record for record in backend.generate(requests) if record is not None)

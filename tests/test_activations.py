@@ -56,3 +56,4 @@ def test_train_mode_reaches_the_combiner_only(scot_model):
     assert not scot_model.training and not scot_model.combiner.training
     with pytest.raises(ValueError, match="takes a bool"):
         scot_model.train("yes")
+

@@ -336,3 +336,11 @@ def test_real_clip_checkpoint_from_the_hub():
     inputs = model.processor(images=torch.zeros(3, 224, 224, dtype=torch.uint8).permute(1, 2, 0).numpy(), text="a cat")
     reference = F.normalize(clip.get_image_features(pixel_values=inputs["pixel_values"]).pooler_output, dim=-1)
     assert torch.allclose(model.get_image_features(inputs["pixel_values"]), reference, atol=1e-5)
+
+
+def test_token_ids_outside_the_vocabulary_get_a_clear_error(scot_model):
+    vocab_size = scot_model.clip.config.text_config.vocab_size
+    with pytest.raises(ValueError, match=f"outside the text encoder's vocabulary of {vocab_size}"):
+        scot_model.get_text_features(torch.tensor([[1, vocab_size + 5]]))
+    with pytest.raises(ValueError, match="from -1"):
+        scot_model.get_text_features(torch.tensor([[-1, 2]]))

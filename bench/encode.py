@@ -2,9 +2,8 @@
 
 Prints one JSON object: the chosen settings (dtype, attention, compile; SCOT's in-place QuickGELU) against
 the transformers default (fp32 weights, default attention, transformers' QuickGELU, eager PyTorch) measured
-in the same run, so the ratio
-holds on any machine. Random-initialised towers of real architectures: the speed does not depend
-on the weights.
+in the same run, so the ratio holds on any machine. Random-initialised towers of real architectures: the
+speed does not depend on the weights.
 
     python bench/encode.py --model-config clip-b16 --dtype bf16 --attn sdpa --synthetic
     python bench/encode.py --model-config world --dtype bf16          # needs the shipped world CLIP
@@ -24,7 +23,7 @@ from transformers import CLIPConfig
 from transformers.activations import QuickGELUActivation
 
 from modeling_scot import ScotConfig, ScotModel
-from modeling_scot.activations import InferenceQuickGELU
+from modeling_scot.activations import InferenceQuickGELU, replace_modules
 from modeling_scot.runtime import resolve_device
 
 ARCHITECTURES = {
@@ -63,10 +62,7 @@ def build(config: CLIPConfig, dtype: torch.dtype, attn: str | None, device: torc
     scot_config = ScotConfig(clip_config=config.to_dict(), attn_implementation=attn)
     model = ScotModel(scot_config).to(device=device, dtype=dtype).eval()
     if default:
-        for parent in model.clip.modules():
-            for name, child in parent.named_children():
-                if isinstance(child, InferenceQuickGELU):
-                    setattr(parent, name, QuickGELUActivation())
+        replace_modules(model.clip, InferenceQuickGELU, QuickGELUActivation)
     return model
 
 

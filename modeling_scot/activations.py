@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,16 +27,21 @@ class InferenceQuickGELU(nn.Module):
         return F.silu(scaled, inplace=True).mul_(1 / QUICK_GELU_SCALE)
 
 
-def use_inference_activations(module: nn.Module) -> int:
-    """Replace every `QuickGELUActivation` inside `module` with [`InferenceQuickGELU`]; returns how many.
-    Neither has weights, so state dicts and configs are unchanged."""
+def replace_modules(module: nn.Module, old_type: type[nn.Module], new_module: Callable[[], nn.Module]) -> int:
+    """Replace every `old_type` submodule of `module` with a fresh `new_module()`; returns how many."""
     replaced = 0
     for parent in module.modules():
         for name, child in parent.named_children():
-            if isinstance(child, QuickGELUActivation):
-                setattr(parent, name, InferenceQuickGELU())
+            if isinstance(child, old_type):
+                setattr(parent, name, new_module())
                 replaced += 1
     return replaced
 
 
-__all__ = ["InferenceQuickGELU", "use_inference_activations"]
+def use_inference_activations(module: nn.Module) -> int:
+    """Replace every `QuickGELUActivation` inside `module` with [`InferenceQuickGELU`]; returns how many.
+    Neither has weights, so state dicts and configs are unchanged."""
+    return replace_modules(module, QuickGELUActivation, InferenceQuickGELU)
+
+
+__all__ = ["InferenceQuickGELU", "replace_modules", "use_inference_activations"]

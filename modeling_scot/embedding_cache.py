@@ -117,8 +117,8 @@ def build_embedding_cache(
     """
     _check_columns(dataset)
     processor = resolve_processor(model, processor)
-    text_columns = [c for c in ("source_id", "modification", "modified_caption", "caption", "hard_negatives") if c in dataset.column_names]
-    values = dataset.select_columns(text_columns).to_dict()  # whole columns at once: row iteration is slow
+    indexed = [c for c in ("source_id", "modification", "modified_caption", "caption", "hard_negatives") if c in dataset.column_names]
+    values = dataset.select_columns(indexed).to_dict()  # whole columns at once: row iteration is slow
     image_table: dict[str, int] = {}
     image_index = _index(_image_keys(dataset, values), image_table)
     first_row_of_image = {}

@@ -292,11 +292,13 @@ class ScotModel(PreTrainedModel):
         """
         _check_tensor(input_ids, "input_ids", (2, 3), floating=False)
         vocab_size = getattr(getattr(self.clip.config, "text_config", None), "vocab_size", None)
-        if input_ids.numel() and vocab_size and not (0 <= int(input_ids.min()) and int(input_ids.max()) < vocab_size):
-            raise ValueError(
-                f"input_ids hold token ids from {int(input_ids.min())} to {int(input_ids.max())}, outside the text "
-                f"encoder's vocabulary of {vocab_size}: were they made by another model's tokenizer?"
-            )
+        if input_ids.numel() and vocab_size:
+            lowest, highest = (int(value) for value in torch.aminmax(input_ids))
+            if lowest < 0 or highest >= vocab_size:
+                raise ValueError(
+                    f"input_ids hold token ids from {lowest} to {highest}, outside the text encoder's vocabulary "
+                    f"of {vocab_size}: were they made by another model's tokenizer?"
+                )
         leading = input_ids.shape[:-1]
         flat_ids = input_ids.reshape(-1, input_ids.shape[-1])
         flat_mask = None if attention_mask is None else attention_mask.reshape(flat_ids.shape)

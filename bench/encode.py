@@ -59,10 +59,10 @@ def clip_config(name: str) -> CLIPConfig:
 def build(config: CLIPConfig, dtype: torch.dtype, attn: str | None, device: torch.device, default: bool = False) -> ScotModel:
     """A SCOT model around random towers; `default` puts back transformers' own QuickGELU modules."""
     torch.manual_seed(0)
-    scot_config = ScotConfig(clip_config=config.to_dict(), attn_implementation=attn)
+    scot_config = ScotConfig(encoder_config=config.to_dict(), attn_implementation=attn)
     model = ScotModel(scot_config).to(device=device, dtype=dtype).eval()
     if default:
-        replace_modules(model.clip, InferenceQuickGELU, QuickGELUActivation)
+        replace_modules(model.encoder, InferenceQuickGELU, QuickGELUActivation)
     return model
 
 

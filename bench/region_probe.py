@@ -44,9 +44,9 @@ from remove_probe import emit, scot_step  # noqa: E402
 from modeling_scot import ScotModel  # noqa: E402
 from modeling_scot.encoding import encode_images, encode_texts, resolve_processor  # noqa: E402
 from modeling_scot.evaluation.metrics import recall_at_k  # noqa: E402
-from modeling_scot.evaluation.world import recall_at_1_by_edit_type, validation_seed  # noqa: E402
+from modeling_scot.evaluation.runner import recall_at_1_by_edit_type  # noqa: E402
+from modeling_scot.evaluation.world import load_world, validation_seed  # noqa: E402
 from modeling_scot.modeling_scot import Combiner  # noqa: E402
-from modeling_scot.regions import grid_region_pixels  # noqa: E402
 from modeling_scot.triplets import generate_world_triplets  # noqa: E402
 from modeling_scot.world import build_benchmark, caption, clip_path, render_scene  # noqa: E402
 from modeling_scot.world.scene import Scene  # noqa: E402
@@ -60,10 +60,37 @@ NO_SUBJECT = -1
 """The referent cell of an edit that changes no object of the reference (add)."""
 
 
+FOREGROUND_TOLERANCE = 1e-3
+"""How far (in processed pixel units) a pixel must be from the border colour for its cell to hold something."""
+
+
+def grid_region_pixels(pixel_values: torch.Tensor, grid: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, G*G, C, H, W) region images of processed `pixel_values` (B, C, H, W), cells numbered row by row,
+    and the (B, G*G) mask of cells that hold a pixel off the border colour (the per-channel median of the
+    image's outermost rows and columns)."""
+    batch, channels, height, width = pixel_values.shape
+    if grid < 1 or grid > min(height, width):
+        raise ValueError(f"region grid must be between 1 and the image side ({min(height, width)}), got {grid}")
+    edges = (pixel_values[..., 0, :], pixel_values[..., -1, :], pixel_values[..., :, 0], pixel_values[..., :, -1])
+    border = torch.cat(edges, dim=-1).median(dim=-1).values[:, :, None, None]
+    fill = border.expand_as(pixel_values)
+    regions, occupied = [], []
+    for row in range(grid):
+        rows = slice(round(row * height / grid), round((row + 1) * height / grid))
+        for column in range(grid):
+            columns = slice(round(column * width / grid), round((column + 1) * width / grid))
+            region = fill.clone()
+            region[..., rows, columns] = pixel_values[..., rows, columns]
+            regions.append(region)
+            offset = (pixel_values[..., rows, columns] - border).abs().flatten(1).amax(dim=1)
+            occupied.append(offset > FOREGROUND_TOLERANCE)
+    return torch.stack(regions, dim=1), torch.stack(occupied, dim=1)
+
+
 @torch.no_grad()
 def region_embeds(model: ScotModel, images: list, grid: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, grid * grid, D) embeddings of each image with all but one grid cell filled with its border colour
-    (`modeling_scot.regions.grid_region_pixels`; every cell is encoded), and the (N, grid * grid) mask of
+    (`grid_region_pixels`; every cell is encoded), and the (N, grid * grid) mask of
     cells that hold content (a pixel off that colour)."""
     processor = resolve_processor(model, None)
     parts, occupied = [], []
@@ -198,7 +225,8 @@ def recall_at_1(queries: torch.Tensor, validation: dict) -> dict[str, float]:
     scores = queries @ validation["gallery"].T
     exclude = [[reference] for reference in benchmark.reference_ids]
     overall = recall_at_k(scores, benchmark.target_ids, exclude, (1,))[1]
-    return {"all": round(overall, 2), **recall_at_1_by_edit_type(scores, benchmark)}
+    by_type = recall_at_1_by_edit_type(load_world(benchmark.seed, len(benchmark.queries)), scores.numpy())
+    return {"all": round(overall, 2), **by_type}
 
 
 def report(args: argparse.Namespace) -> dict:

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from modeling_scot import ScotModel, encode_images, encode_texts, world
 from modeling_scot.io_utils import write_json
-from modeling_scot.methods import compose_queries
+from modeling_scot.methods import ScotMethod
 from modeling_scot.retrieval import GalleryIndex, exact_search, faiss_available
 from modeling_scot.retrieval.index import FAISS_FILE
 
@@ -78,7 +78,7 @@ def end_to_end(model: ScotModel, index: GalleryIndex, queries: list, k: int) -> 
         start = time.perf_counter()
         image_embeds = encode_images(model, [image], progress=False)
         text_embeds = encode_texts(model, [text], progress=False)
-        index.search(compose_queries("scot", model, image_embeds, text_embeds), k)
+        index.search(ScotMethod().queries(model, image_embeds, text_embeds), k)
         seconds.append(time.perf_counter() - start)
     return seconds
 

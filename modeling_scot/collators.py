@@ -70,8 +70,6 @@ class CachedEmbeddingCollator:
             "text_embeds": take(texts, "text_index"),
             "target_embeds": take(texts, "target_index"),
         }
-        if self.cache.region_embeds is not None:
-            batch["region_embeds"] = take(self.cache.region_embeds, "image_index")
         if all(f["caption_index"] != NO_CAPTION for f in features):
             batch["caption_embeds"] = take(texts, "caption_index")
         negatives, mask = _pad_negatives([f["negative_indices"] for f in features], self.max_negatives, 0)

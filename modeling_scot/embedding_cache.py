@@ -34,14 +34,12 @@ class EmbeddingCache:
     image_embeds: torch.Tensor
     text_embeds: torch.Tensor
     folder: Path
-    region_embeds: torch.Tensor | None = None
-    """(images, G*G, D) grid-region embeddings, for a model with `config.region_grid`."""
 
 
 def encoder_fingerprint(model: ScotModel) -> str:
     """A hash of the frozen encoder's weights (names, dtypes, shapes and bytes)."""
     digest = hashlib.blake2b(digest_size=16)
-    for name, tensor in sorted(model.clip.state_dict().items()):
+    for name, tensor in sorted(model.encoder.state_dict().items()):
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
@@ -150,7 +148,7 @@ def build_embedding_cache(
     folder = Path(cache_dir) / key.hexdigest()
     folder.mkdir(parents=True, exist_ok=True)
 
-    def encode_image_rows(rows: range, regions: bool = False) -> torch.Tensor:
+    def encode_image_rows(rows: range) -> torch.Tensor:
         images = dataset.select([image_rows[i] for i in rows])["image"]
         return encode_images(
             model,
@@ -159,7 +157,6 @@ def build_embedding_cache(
             batch_size=image_batch_size,
             autocast_dtype=autocast_dtype,
             progress=False,
-            regions=regions,
         )
 
     def encode_text_rows(rows: range) -> torch.Tensor:
@@ -170,12 +167,7 @@ def build_embedding_cache(
 
     image_embeds = chunked_encode(folder, "images", len(image_rows), chunk_size, encode_image_rows, progress)
     text_embeds = chunked_encode(folder, "texts", len(texts), chunk_size, encode_text_rows, progress)
-    region_embeds = None
-    if model.config.region_grid:
-        prefix = f"regions{model.config.region_grid}"
-        encode_regions = lambda rows: encode_image_rows(rows, regions=True)
-        region_embeds = chunked_encode(folder, prefix, len(image_rows), chunk_size, encode_regions, progress)
-    return EmbeddingCache(image_embeds, text_embeds, folder, region_embeds), Dataset.from_dict(columns)
+    return EmbeddingCache(image_embeds, text_embeds, folder), Dataset.from_dict(columns)
 
 
 __all__ = ["EmbeddingCache", "build_embedding_cache", "chunked_encode", "encoder_fingerprint"]

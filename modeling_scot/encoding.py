@@ -45,25 +45,22 @@ def encode_images(
     batch_size: int = 64,
     autocast_dtype: torch.dtype | None = None,
     progress: bool | str = True,
-    regions: bool = False,
 ) -> torch.Tensor:
-    """Embed images (PIL images, arrays or paths) in batches; returns (N, D) float32 on CPU, or with
-    `regions` the (N, G*G, D) grid-region embeddings of `model.get_region_features` (zero rows: empty cells)."""
+    """Embed images (PIL images, arrays or paths) in batches; returns (N, D) float32 on CPU."""
     processor = resolve_processor(model, processor)
     device = model.device
-    features = model.get_region_features if regions else model.get_image_features
     chunks = []
-    desc = progress if isinstance(progress, str) else ("embedding image regions" if regions else "embedding images")
+    desc = progress if isinstance(progress, str) else "embedding images"
     with tqdm(total=len(images), desc=desc, unit="img", disable=not progress) as bar:
         for batch in _batches(images, batch_size):
             inputs = processor(images=list(batch), return_tensors="pt")
             image_inputs = {k: v.to(device) for k, v in inputs.items() if k in IMAGE_INPUT_NAMES}
             with autocast_context(device, autocast_dtype):
-                chunks.append(features(**image_inputs).float().cpu())
+                chunks.append(model.get_image_features(**image_inputs).float().cpu())
             bar.update(len(batch))
     if chunks:
         return torch.cat(chunks)
-    return torch.empty(0, *((model.config.region_grid**2,) if regions else ()), model.config.embed_dim)
+    return torch.empty(0, model.config.embed_dim)
 
 
 @torch.inference_mode()

@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 TEMPLATE_PATH = Path(__file__).with_name("MODEL_CARD.md")
 README_NAME = "README.md"
-BASE_TAGS = ["composed-image-retrieval", "zero-shot-composed-image-retrieval", "clip", "scot"]
+BASE_TAGS = ["composed-image-retrieval", "zero-shot-composed-image-retrieval", "scot"]
 TRAINING_FIELDS = ("num_triplets", "epochs", "batch_size", "learning_rate")
 CONFIG_FIELDS = (
     "combiner_only",
@@ -40,21 +40,23 @@ BENCHMARK_DATASETS = {  # benchmark -> (dataset type, display name)
 EVAL_DEFAULTS = {"task_type": "image-feature-extraction", "task_name": "Zero-shot composed image retrieval"}
 
 
-def _clip_config(config: Mapping[str, Any]) -> Mapping[str, Any]:
-    clip_config = config.get("clip_config")
-    if not isinstance(clip_config, Mapping):
-        raise ValueError(f"config['clip_config'] must be the encoder's config dict, got {type(clip_config).__name__}")
-    return clip_config
+def _encoder_config(config: Mapping[str, Any]) -> Mapping[str, Any]:
+    encoder_config = config.get("encoder_config")
+    if not isinstance(encoder_config, Mapping):
+        raise ValueError(
+            f"config['encoder_config'] must be the encoder's config dict, got {type(encoder_config).__name__}"
+        )
+    return encoder_config
 
 
-def _embed_dim(clip_config: Mapping[str, Any]) -> int:
+def _embed_dim(encoder_config: Mapping[str, Any]) -> int:
     """The encoder's joint embedding size, resolved as `ScotConfig.embed_dim` does."""
     for name in ("projection_dim", "hidden_size"):
-        if isinstance(clip_config.get(name), int):
-            return clip_config[name]
-    hidden_size = (clip_config.get("text_config") or {}).get("hidden_size")
+        if isinstance(encoder_config.get(name), int):
+            return encoder_config[name]
+    hidden_size = (encoder_config.get("text_config") or {}).get("hidden_size")
     if not isinstance(hidden_size, int):
-        raise ValueError("config['clip_config'] has neither projection_dim nor text_config.hidden_size")
+        raise ValueError("config['encoder_config'] has neither projection_dim nor text_config.hidden_size")
     return hidden_size
 
 
@@ -94,12 +96,12 @@ def results_markdown(results: list[EvalResult]) -> str:
 
 def _template_values(config: Mapping[str, Any], repo_id: str | None, training: Mapping[str, Any]) -> dict[str, Any]:
     """Template variables; None values are left out so the template's fallbacks apply."""
-    clip_config = _clip_config(config)
-    embed_dim = _embed_dim(clip_config)
+    encoder_config = _encoder_config(config)
+    embed_dim = _embed_dim(encoder_config)
     values = {
         "repo_id": repo_id,
-        "encoder_name": config.get("clip_name_or_path"),
-        "encoder_type": clip_config.get("model_type", "clip"),
+        "encoder_name": config.get("encoder_name_or_path"),
+        "encoder_type": encoder_config.get("model_type", "clip"),
         "embed_dim": embed_dim,
         "projection_dim": config.get("combiner_projection_dim") or 2 * embed_dim,
         "hidden_dim": config.get("combiner_hidden_dim") or 2 * embed_dim,

@@ -12,40 +12,50 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 from datasets import Dataset, Image, load_from_disk
-from transformers import TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
+from transformers import set_seed
 
-from .collators import CachedEmbeddingCollator
-from .embedding_cache import build_embedding_cache
-from .io_utils import write_json
 from .evaluation.world import evaluate_world
+from .io_utils import write_json
 from .model_card import eval_results_from_report
 from .modeling_scot import ScotModel
-from .trainer import ScotTrainer
+from .training import ScotTrainingArguments, fit_combiner, training_card
 from .triplets import TRIPLET_FEATURES, generate_world_triplets
 from .world import clip_path
 
 @dataclass
 class QuickstartSettings:
-    """Sizes and hyper-parameters of the quickstart (recorded in results.json)."""
+    """Sizes and hyper-parameters of the quickstart (recorded in results.json); `scot quickstart` takes each
+    field as an option."""
 
-    seed: int = 0
-    num_scenes: int = 5000
-    edits_per_scene: int = 8
-    num_hard_negatives: int = 1
-    epochs: int = 16
-    batch_size: int = 256
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.01
-    temperature: float = 0.2
-    region_grid: int = 3
-    test_queries: int = 1000
+    seed: int = field(default=0, metadata={"help": "Drives every random choice of the training and test data."})
+    num_scenes: int = field(default=5000, metadata={"help": "Training scenes (edits_per_scene triplets each)."})
+    edits_per_scene: int = field(default=8, metadata={"help": "Rule-written triplets per training scene."})
+    num_hard_negatives: int = field(default=1, metadata={"help": "Hard-negative captions per triplet."})
+    epochs: int = field(default=16, metadata={"help": "Combiner training epochs."})
+    batch_size: int = field(default=256, metadata={"help": "Triplets per training batch."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate of the Combiner."})
+    temperature: float = field(default=0.2, metadata={"help": "Softmax temperature of the contrastive loss."})
+    test_queries: int = field(default=1000, metadata={"help": "Queries of the world benchmark's test split."})
+
+    def training_arguments(self, output_dir: Path, device: torch.device) -> ScotTrainingArguments:
+        """The quickstart's `ScotTrainingArguments`: its own epochs, batch and learning rate, seeded, full batches."""
+        return ScotTrainingArguments(
+            output_dir=str(output_dir),
+            per_device_train_batch_size=self.batch_size,
+            num_train_epochs=self.epochs,
+            learning_rate=self.learning_rate,
+            save_total_limit=1,
+            seed=self.seed,
+            data_seed=self.seed,
+            dataloader_drop_last=True,
+            use_cpu=device.type == "cpu",
+        )
 
 
 def scot_home() -> Path:
@@ -81,38 +91,6 @@ def triplet_dataset(settings: QuickstartSettings, folder: Path) -> Dataset:
     return load_from_disk(str(folder / "data"))
 
 
-def train_combiner(
-    model: ScotModel, dataset: Dataset, settings: QuickstartSettings, work: Path, device: torch.device
-) -> dict:
-    """Cache the frozen embeddings and train the Combiner on them; resumes from the last checkpoint."""
-    cache, index = build_embedding_cache(model, dataset, work / "cache")
-    args = TrainingArguments(
-        output_dir=str(work / "trainer"),
-        per_device_train_batch_size=settings.batch_size,
-        num_train_epochs=settings.epochs,
-        learning_rate=settings.learning_rate,
-        weight_decay=settings.weight_decay,
-        lr_scheduler_type="cosine",
-        warmup_steps=0.05,
-        optim="adamw_torch_fused",
-        remove_unused_columns=False,
-        save_strategy="epoch",
-        save_total_limit=1,
-        logging_steps=50,
-        report_to="none",
-        seed=settings.seed,
-        data_seed=settings.seed,
-        dataloader_drop_last=True,
-        use_cpu=device.type == "cpu",
-    )
-    # Plain dict rows: fetching a batch of Arrow rows takes longer than the training step itself.
-    rows = index.to_list()
-    trainer = ScotTrainer(model=model, args=args, train_dataset=rows, data_collator=CachedEmbeddingCollator(cache))
-    checkpoint = get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
-    result = trainer.train(resume_from_checkpoint=checkpoint)
-    return {"train_loss": round(result.training_loss, 4), "steps": result.global_step}
-
-
 def run_quickstart(
     output: Path, settings: QuickstartSettings, device: torch.device, encoder_dtype: torch.dtype = torch.float32
 ) -> dict:
@@ -121,32 +99,26 @@ def run_quickstart(
     output.mkdir(parents=True, exist_ok=True)
     work = output / "work"
     dataset = triplet_dataset(settings, work / "triplets")
-    torch.manual_seed(settings.seed)
-    model = ScotModel.from_clip(
-        clip_path(), dtype=encoder_dtype, temperature=settings.temperature, region_grid=settings.region_grid
-    ).to(device)
-    training = train_combiner(model, dataset, settings, work, device)
-    evaluation = evaluate_world(model, settings.seed, num_queries=settings.test_queries)
+    set_seed(settings.seed)
+    model = ScotModel.from_encoder(clip_path(), dtype=encoder_dtype, temperature=settings.temperature).to(device)
+    args = settings.training_arguments(work / "trainer", device)
+    training = fit_combiner(model, dataset, args, work / "cache", resume=True)
+    evaluation = evaluate_world(model, settings.seed, num_queries=settings.test_queries, cache_dir=work / "embeddings")
+    data = f"built-in world, rules backend, seed {settings.seed}"
     model.save_pretrained(
         output / "model",
         model_card={
             "eval_results": eval_results_from_report(evaluation),
-            "training": {
-                "num_triplets": len(dataset),
-                "epochs": settings.epochs,
-                "batch_size": settings.batch_size,
-                "learning_rate": settings.learning_rate,
-                "data": f"built-in world, rules backend, seed {settings.seed}",
-            }
+            "training": training_card(args, len(dataset), data),
         },
     )
     results = {
         "seed": settings.seed,
         "train_triplets": len(dataset),
-        "test_queries": evaluation["test_queries"],
+        "test_queries": evaluation["queries"],
         "gallery_size": evaluation["gallery_size"],
         "methods": evaluation["methods"],
-        "slerp_alpha": evaluation.get("slerp_alpha"),
+        "settings_by_method": evaluation["settings"],
         "recall@1_by_edit_type": evaluation["recall@1_by_edit_type"],
         "training": training,
         "settings": asdict(settings),

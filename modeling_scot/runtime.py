@@ -1,8 +1,14 @@
-"""Device and dtype choices shared by the command line and the scripts."""
+"""Device and dtype choices, and loading a saved model onto them, shared by the command line, the demo and scripts."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
 import torch
+
+from .modeling_scot import ScotModel
 
 DTYPES = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -35,4 +41,24 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-__all__ = ["DTYPES", "resolve_device", "resolve_dtype"]
+@dataclass
+class RuntimeArguments:
+    """Where a command runs its model."""
+
+    device: str = field(default="auto", metadata={"help": "torch device: auto (CUDA, then MPS, then CPU), cpu, cuda:0, ..."})
+    dtype: Literal["auto", "fp32", "bf16", "fp16"] = field(
+        default="auto", metadata={"help": "encoder dtype (auto: bf16 on CUDA, fp32 elsewhere)"}
+    )
+
+
+def load_model(source: str, device_name: str = "auto", dtype_name: str = "auto") -> ScotModel:
+    """A saved SCOT model (Hub id or folder) on the named device and dtype, in eval mode."""
+    looks_local = Path(source).is_absolute() or source.startswith(".") or source.count("/") > 1
+    if looks_local and not Path(source).exists():
+        raise FileNotFoundError(f"--model {source!r} does not exist (a Hub id is 'name' or 'org/name')")
+    device = resolve_device(device_name)
+    dtype = resolve_dtype(dtype_name, device)
+    return ScotModel.from_pretrained(source, dtype=dtype).to(device).eval()
+
+
+__all__ = ["DTYPES", "RuntimeArguments", "load_model", "resolve_device", "resolve_dtype"]

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("SCOT_HOME", tempfile.mkdtemp(prefix="scot-home-"))  # never the user's ~/.cache/scot
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest
 import torch
-from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, SiglipConfig, Siglip2Config
+from transformers import AutoModel, CLIPConfig, CLIPImageProcessor, CLIPModel, SiglipConfig, Siglip2Config
 
 from modeling_scot import ScotModel, ScotProcessor
 from modeling_scot.word_tokenizer import build_word_level_tokenizer
@@ -82,6 +84,37 @@ def tiny_clip_dir(tmp_path_factory, tiny_clip_config, tiny_processor) -> str:
     CLIPModel(tiny_clip_config).save_pretrained(folder)
     tiny_processor.save_pretrained(folder)
     return str(folder)
+
+
+ENCODER_FAMILIES = ("clip", "siglip", "siglip2")
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_dirs(tmp_path_factory, tiny_clip_dir, tiny_siglip_config, tiny_siglip2_config, tiny_processor) -> dict:
+    """A saved random encoder with its processor per family: stand-ins for CLIP, SigLIP and SigLIP 2 Hub repos."""
+    dirs = {"clip": tiny_clip_dir}
+    for family, config in (("siglip", tiny_siglip_config), ("siglip2", tiny_siglip2_config)):
+        torch.manual_seed(0)
+        folder = tmp_path_factory.mktemp(f"tiny-{family}")
+        AutoModel.from_config(config).save_pretrained(folder)
+        tiny_processor.save_pretrained(folder)
+        dirs[family] = str(folder)
+    return dirs
+
+
+def family_inputs(family: str, word_tokenizer, texts=("make it blue", "a red circle on the left")) -> dict:
+    """Model inputs for a family's tiny encoder: images (SigLIP 2: patches, their mask and grid shapes) and texts
+    padded to the full length (SigLIP pools the last position)."""
+    generator = torch.Generator().manual_seed(3)
+    tokens = word_tokenizer(list(texts), padding="max_length", max_length=MAX_TEXT_LENGTH, return_tensors="pt")
+    inputs = {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
+    if family != "siglip2":
+        return inputs | {"pixel_values": torch.randn(len(texts), 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator)}
+    mask = torch.ones(len(texts), 16, dtype=torch.long)
+    mask[-1, 12:] = 0
+    shapes = torch.tensor([[4, 4]] * (len(texts) - 1) + [[3, 4]])
+    patches = torch.randn(len(texts), 16, 3 * 8 * 8, generator=generator)
+    return inputs | {"pixel_values": patches, "pixel_attention_mask": mask, "spatial_shapes": shapes}
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..modeling_scot import ScotModel
 from ..quickstart import QuickstartSettings, run_quickstart, scot_home
-from ..retrieval.commands import check_encoder, load_model_and_fingerprint, write_index
+from ..retrieval.indexing import check_encoder, load_model_and_fingerprint, write_index
 from ..retrieval.index import CONFIG_FILE, GalleryIndex
 from ..retrieval.sources import WorldGallery
 from ..runtime import resolve_device, resolve_dtype

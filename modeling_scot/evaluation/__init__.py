@@ -5,12 +5,13 @@ from .circo import load_circo
 from .cirr import load_cirr
 from .fashioniq import load_fashioniq
 from .genecis import load_genecis
-from .runner import average_reports, evaluate_split, metrics_table
+from .runner import ORACLE, average_reports, evaluate_split, metrics_table
 from .scoring import compute_metrics, top_k_ids
 from .submissions import score_submission, write_circo_submission, write_cirr_submissions
-from .world import evaluate_world, tune_slerp_alpha
+from .world import evaluate_world, load_world, load_world_validation
 
 __all__ = [
+    "ORACLE",
     "AnnotationError",
     "CIRQuery",
     "CIRSplit",
@@ -27,7 +28,8 @@ __all__ = [
     "metrics_table",
     "score_submission",
     "top_k_ids",
-    "tune_slerp_alpha",
+    "load_world",
+    "load_world_validation",
     "write_circo_submission",
     "write_cirr_submissions",
 ]

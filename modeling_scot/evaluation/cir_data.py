@@ -61,6 +61,9 @@ class CIRQuery:
         subset: CIRR's img_set members, the reference included as in the file.
         gallery: the query's own gallery (GeneCIS), target first.
         shared_concept: CIRCO's shared concept between reference and target.
+        target_caption: the true caption of the target, where the benchmark knows it (the built-in world): the
+            text an oracle query embeds.
+        edit_type: the kind of modification, where the benchmark labels it (the built-in world), for per-type recall.
     """
 
     query_id: str
@@ -72,6 +75,8 @@ class CIRQuery:
     subset: tuple[str, ...] | None = None
     gallery: tuple[str, ...] | None = None
     shared_concept: str | None = None
+    target_caption: str | None = None
+    edit_type: str | None = None
 
 
 @dataclass(frozen=True)
@@ -79,7 +84,7 @@ class CIRSplit:
     """A benchmark split ready to embed and score.
 
     Attributes:
-        benchmark: "cirr", "fashioniq", "circo" or "genecis".
+        benchmark: "cirr", "fashioniq", "circo", "genecis" or "world".
         split: the split name (GeneCIS: the task).
         queries: the queries in file order.
         gallery: image ids scored for every query, in the order of the score matrix columns.
@@ -89,6 +94,10 @@ class CIRSplit:
         annotation_file: the file the queries come from.
         category: FashionIQ's category; None elsewhere.
         crop_boxes: (x, y, width, height) of the instance to crop, per image id (GeneCIS attribute tasks).
+        renderer: makes the image of an id in memory, for a benchmark without image files (the built-in world);
+            `image_paths` is then empty.
+        renderer_key: what identifies the renderer's images (it keys the embedding cache).
+        seed: the built-in world's seed; None elsewhere.
     """
 
     benchmark: str
@@ -101,6 +110,9 @@ class CIRSplit:
     annotation_file: Path
     category: str | None = None
     crop_boxes: Mapping[str, Box] = field(default_factory=dict)
+    renderer: Callable[[str], Image.Image] | None = None
+    renderer_key: str | None = None
+    seed: int | None = None
 
     @cached_property
     def gallery_index(self) -> dict[str, int]:
@@ -129,6 +141,8 @@ class CIRSplit:
 
     def open_image(self, image_id: str) -> Image.Image:
         """The RGB image for `image_id`, cropped as the benchmark prescribes."""
+        if self.renderer is not None:
+            return self.renderer(image_id)
         with Image.open(self.image_paths[image_id]) as raw:
             image = raw.convert("RGB")
         box = self.crop_boxes.get(image_id)

@@ -1,7 +1,11 @@
-"""Run every method of the harness on a standard benchmark split (CIRR, FashionIQ, CIRCO, GeneCIS).
+"""The evaluation harness: every method of the registry on a benchmark split (CIRR, FashionIQ, CIRCO, GeneCIS
+or the built-in world), with one protocol per benchmark.
 
 Gallery embeddings go through `retrieval.embed_gallery`, so they are computed once per (encoder, image
 set), stream in resumable chunks and are reused by every later run and every split sharing the gallery.
+A split whose queries know their target's caption (the world) also gets an `oracle` row; one whose queries
+carry edit types gets Recall@1 per type. Settings a method can tune are chosen on a validation split when
+one is given, otherwise they follow the benchmark (the method's paper).
 """
 
 from __future__ import annotations
@@ -9,16 +13,19 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from itertools import product
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from ..encoding import encode_images, encode_texts
+from ..encoding import encode_texts
 from ..io_utils import write_json
-from ..methods import METHODS, compose_queries, scot_gallery_scores, slerp
+from ..methods import METHOD_NAMES, CIRMethod, build_method
 from ..retrieval import ImageFiles, embed_gallery
 from .cir_data import CIRSplit, check_images
 from .scoring import compute_metrics, top_k_ids
@@ -26,7 +33,8 @@ from .submissions import CIRCO_SIZE, CIRR_RECALL_SIZE, write_circo_submission, w
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_SLERP_ALPHA = 0.5
+ORACLE = "oracle"
+TUNING_METRIC = "recall@1"
 RANKING_SIZE = 50
 SUBMISSION_SIZES = {"cirr": CIRR_RECALL_SIZE, "circo": CIRCO_SIZE}
 
@@ -43,27 +51,40 @@ class SplitImages:
         try:
             return self.split.open_image(image_id)
         except (OSError, ValueError, Image.DecompressionBombError) as err:
-            raise ValueError(f"image {image_id!r} ({self.split.image_paths[image_id]}): {err}") from None
+            where = self.split.image_paths.get(image_id, "rendered")
+            raise ValueError(f"image {image_id!r} ({where}): {err}") from None
 
     def content_key(self) -> str:
-        """The image files' key (paths, sizes, modification times) and each image's crop box."""
+        """The image files' key (paths, sizes, modification times) and each image's crop box, or the renderer's key
+        and the ids."""
+        if self.split.renderer is not None:
+            return json.dumps([self.split.renderer_key, self.ids])
         files = ImageFiles([self.split.image_paths[image_id] for image_id in self.ids], self.ids)
         return json.dumps([files.content_key(), [self.split.crop_boxes.get(image_id) for image_id in self.ids]])
+
+
+@dataclass
+class SplitEmbeddings:
+    """A split's frozen embeddings: gallery (G, D), one reference row and one modification row per query."""
+
+    gallery: torch.Tensor
+    references: torch.Tensor
+    texts: torch.Tensor
 
 
 def _embed_images(model, split: CIRSplit, ids: Sequence[str], cache_dir: Path, options: Mapping) -> torch.Tensor:
     """Embeddings of `ids` in that order, through the resumable gallery cache."""
     if not ids:
         return torch.empty(0, model.config.embed_dim)
-    gallery = embed_gallery(model, SplitImages(split, ids), cache_dir, **options)
-    return gallery.embeddings
+    return embed_gallery(model, SplitImages(split, ids), cache_dir, **options).embeddings.float()
 
 
-def _reference_embeds(model, split: CIRSplit, gallery: torch.Tensor, cache_dir: Path, options: Mapping) -> torch.Tensor:
-    """One row per query: references that are plain gallery images reuse the gallery's row."""
+def embed_split(model, split: CIRSplit, cache_dir: str | os.PathLike, options: Mapping) -> SplitEmbeddings:
+    """Embed a split's gallery, references (plain gallery images reuse the gallery's row) and modification texts."""
+    gallery = _embed_images(model, split, split.gallery, Path(cache_dir), options)
     reusable = {image_id for image_id in split.gallery if image_id not in split.crop_boxes}
     extra = [image_id for image_id in split.reference_ids if image_id not in reusable]
-    extra_embeds = _embed_images(model, split, extra, cache_dir, options)
+    extra_embeds = _embed_images(model, split, extra, Path(cache_dir), options)
     extra_rows = {image_id: row for row, image_id in enumerate(extra)}
     rows = [
         gallery[split.gallery_index[query.reference]]
@@ -71,20 +92,9 @@ def _reference_embeds(model, split: CIRSplit, gallery: torch.Tensor, cache_dir: 
         else extra_embeds[extra_rows[query.reference]]
         for query in split.queries
     ]
-    return torch.stack(rows)
-
-
-def _reference_regions(model, split: CIRSplit, options: Mapping) -> torch.Tensor:
-    """(queries, G*G, D) grid-region embeddings of each query's reference, for a model with grid regions."""
-    references = list(dict.fromkeys(query.reference for query in split.queries))
-    images = SplitImages(split, references)
-    batch_size = options["batch_size"]
-    chunks = []
-    for start in range(0, len(references), batch_size):
-        batch = [images.image(i) for i in range(start, min(start + batch_size, len(references)))]
-        chunks.append(encode_images(model, batch, batch_size=batch_size, progress=False, regions=True))
-    rows = {image_id: row for row, image_id in enumerate(references)}
-    return torch.cat(chunks)[[rows[query.reference] for query in split.queries]]
+    progress = options.get("progress", True) and "embedding texts"
+    texts = encode_texts(model, split.texts, batch_size=options["batch_size"], progress=progress)
+    return SplitEmbeddings(gallery, torch.stack(rows), texts)
 
 
 def check_split(split: CIRSplit, predictions_dir: object) -> None:
@@ -119,14 +129,70 @@ def save_predictions(split: CIRSplit, scores: np.ndarray, folder: Path) -> list[
     return [path]
 
 
+def recall_at_1_by_edit_type(split: CIRSplit, scores: np.ndarray) -> dict[str, float]:
+    """Recall@1 (percent) of the (queries, gallery) `scores` per edit type of the split's queries."""
+    rows = defaultdict(list)
+    for row, query in enumerate(split.queries):
+        rows[query.edit_type].append(row)
+    result = {}
+    for edit_type, indices in sorted(rows.items()):
+        part = replace(split, queries=[split.queries[i] for i in indices])
+        result[edit_type] = compute_metrics(part, scores[indices])["recall@1"]
+    return result
+
+
+def tune_method(model, method: CIRMethod, validation: CIRSplit, embeddings: SplitEmbeddings) -> CIRMethod:
+    """`method` with the settings of its search space that score the best Recall@1 on `validation`
+    (the first such setting on ties)."""
+    names = list(method.search_space)
+    best, best_recall = method, -1.0
+    for values in product(*(method.search_space[name] for name in names)):
+        candidate = method.with_settings(**dict(zip(names, values)))
+        scores = candidate.score(model, embeddings.references, embeddings.texts, embeddings.gallery).numpy()
+        recall = compute_metrics(validation, scores)[TUNING_METRIC]
+        if recall > best_recall:
+            best, best_recall = candidate, recall
+    return best
+
+
+def resolve_methods(
+    model,
+    split: CIRSplit,
+    names: Sequence[str],
+    settings: Mapping[str, Mapping] | None,
+    validation: CIRSplit | None,
+    cache_dir: Path,
+    options: Mapping,
+) -> tuple[dict[str, CIRMethod], dict[str, str]]:
+    """The methods to run and how each got its settings: `given` (the caller's), `validation` (tuned on the
+    validation split) or `benchmark` (the method's paper for this benchmark)."""
+    settings = settings or {}
+    unknown = [name for name in [*names, *settings] if name not in METHOD_NAMES]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; choose from {list(METHOD_NAMES)}")
+    methods, origins = {}, {}
+    validation_embeddings = None
+    for name in names:
+        method = build_method(name, split.benchmark, **settings.get(name, {}))
+        origins[name] = "given" if settings.get(name) else "benchmark"
+        if validation is not None and method.search_space and not settings.get(name):
+            if validation_embeddings is None:
+                quiet = {**options, "progress": False}
+                validation_embeddings = embed_split(model, validation, cache_dir, quiet)
+            method, origins[name] = tune_method(model, method, validation, validation_embeddings), "validation"
+        methods[name] = method
+    return methods, origins
+
+
 def evaluate_split(
     model,
     split: CIRSplit,
-    methods: Sequence[str] = METHODS,
+    methods: Sequence[str] = METHOD_NAMES,
     *,
     cache_dir: str | os.PathLike,
+    method_settings: Mapping[str, Mapping] | None = None,
+    validation: CIRSplit | None = None,
     predictions_dir: str | os.PathLike | None = None,
-    slerp_alpha: float = DEFAULT_SLERP_ALPHA,
     batch_size: int = 64,
     num_workers: int = 0,
     progress: bool = True,
@@ -134,43 +200,43 @@ def evaluate_split(
     """Each method's metrics (percent) on `split`; with `predictions_dir`, also its ranked lists /
     submission files under `predictions_dir/<method>/`.
 
-    Missing image files fail before any model work. Returns `{"benchmark", "split", "category",
-    "queries", "gallery_size", "slerp_alpha", "methods": {method: metrics}}`; metrics are empty for a
-    split without public targets (CIRR test1, CIRCO test), whose submission files are then the result.
+    `method_settings` fixes settings by method (`{"slerp": {"alpha": 0.7}}`); a method with tunable
+    settings and none given is tuned on `validation` when given, else runs with its benchmark defaults.
+    Missing image files fail before any model work. Returns `{"benchmark", "split", "category", "seed",
+    "queries", "gallery_size", "settings": {method: {..., "chosen_by"}}, "methods": {method: metrics}}`,
+    plus `recall@1_by_edit_type` where queries carry edit types; metrics are empty for a split without
+    public targets (CIRR test1, CIRCO test), whose submission files are then the result.
     """
-    unknown = [method for method in methods if method not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
     check_split(split, predictions_dir)
     check_images(split)
     cache_dir = Path(cache_dir)
     options = {"batch_size": batch_size, "num_workers": num_workers, "progress": progress}
-    gallery = _embed_images(model, split, split.gallery, cache_dir, options)
-    references = _reference_embeds(model, split, gallery, cache_dir, options)
-    texts = encode_texts(model, split.texts, batch_size=batch_size, progress=progress and "embedding texts")
+    resolved, origins = resolve_methods(model, split, methods, method_settings, validation, cache_dir, options)
+    embeddings = embed_split(model, split, cache_dir, options)
     report: dict = {
         "benchmark": split.benchmark,
         "split": split.split,
         "category": split.category,
+        "seed": split.seed,
         "queries": len(split.queries),
         "gallery_size": len(split.gallery),
-        "slerp_alpha": slerp_alpha,
+        "settings": {name: {**method.settings(), "chosen_by": origins[name]} for name, method in resolved.items()},
         "methods": {},
     }
-    for method in methods:
-        if method == "scot":
-            regions = _reference_regions(model, split, options) if model.config.region_grid else None
-            scores = scot_gallery_scores(model, references, texts, gallery.float(), regions).numpy()
-        else:
-            if method == "slerp":
-                queries = slerp(references, texts, slerp_alpha)
-            else:
-                queries = compose_queries(method, model, references, texts)
-            scores = (queries.float() @ gallery.float().T).numpy()
-        report["methods"][method] = compute_metrics(split, scores)
+    all_scores = {}
+    for name, method in resolved.items():
+        all_scores[name] = method.score(model, embeddings.references, embeddings.texts, embeddings.gallery).numpy()
         if predictions_dir is not None:
-            for path in save_predictions(split, scores, Path(predictions_dir) / method):
-                logger.info(f"{method}: wrote {path}")
+            for path in save_predictions(split, all_scores[name], Path(predictions_dir) / name):
+                logger.info(f"{name}: wrote {path}")
+    if split.has_targets and all(query.target_caption is not None for query in split.queries):
+        oracle = encode_texts(model, [query.target_caption for query in split.queries], batch_size=batch_size, progress=False)
+        all_scores[ORACLE] = (oracle @ embeddings.gallery.T).numpy()
+    report["methods"] = {name: compute_metrics(split, scores) for name, scores in all_scores.items()}
+    if split.has_targets and all(query.edit_type is not None for query in split.queries):
+        report["recall@1_by_edit_type"] = {
+            name: recall_at_1_by_edit_type(split, scores) for name, scores in all_scores.items()
+        }
     return report
 
 
@@ -180,7 +246,7 @@ def average_reports(reports: Mapping[str, dict]) -> dict:
     first = next(iter(reports.values()))
     splits = {report["split"] for report in reports.values()}
     combined = {"benchmark": first["benchmark"], "split": splits.pop() if len(splits) == 1 else None}
-    combined |= {"category": None, "slerp_alpha": first["slerp_alpha"]}
+    combined |= {"category": None, "seed": first["seed"], "settings": first["settings"]}
     combined["queries"] = sum(report["queries"] for report in reports.values())
     combined["gallery_size"] = sum(report["gallery_size"] for report in reports.values())
     combined["methods"] = {}
@@ -207,11 +273,27 @@ def metrics_table(methods: Mapping[str, Mapping[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def settings_lines(settings: Mapping[str, Mapping]) -> str:
+    """One line per method: the settings it ran with and how they were chosen."""
+    lines = []
+    for name, values in settings.items():
+        shown = ", ".join(f"{key}={value}" for key, value in values.items() if key != "chosen_by")
+        lines.append(f"{name:<8}{shown or '-'}  ({values.get('chosen_by', 'given')})")
+    return "\n".join(lines)
+
+
 __all__ = [
+    "ORACLE",
+    "SplitEmbeddings",
     "SplitImages",
     "average_reports",
+    "check_split",
+    "embed_split",
     "evaluate_split",
     "metrics_table",
-    "check_split",
+    "recall_at_1_by_edit_type",
+    "resolve_methods",
     "save_predictions",
+    "settings_lines",
+    "tune_method",
 ]

@@ -36,6 +36,7 @@ PROTOCOLS = {
     "fashioniq": Protocol(recall_ks=(10, 50)),
     "circo": Protocol(recall_ks=(5, 10, 25, 50), map_ks=(5, 10, 25, 50)),
     "genecis": Protocol(recall_ks=(1, 2, 3)),
+    "world": Protocol(recall_ks=(1, 5, 10, 50), subset_ks=(1, 2, 3)),
 }
 
 
@@ -117,6 +118,7 @@ def compute_metrics(split: CIRSplit, scores: object) -> dict[str, float]:
     if protocol.subset_ks:
         subsets = _subsets(split)
         metrics |= named("recall_subset", recall_subset_at_k(scores, targets, subsets, exclude, protocol.subset_ks))
+    if split.benchmark == "cirr":
         metrics = with_cirr_average(metrics)
     return metrics
 

@@ -21,6 +21,26 @@ from ..world import build_benchmark, render_scene, scene_from_id, scene_id
 from .store import listed
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+def image_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """Expand files and folders (recursively, sorted) into image files; missing paths are listed in one error."""
+    missing = [os.fspath(p) for p in paths if not Path(p).exists()]
+    if missing:
+        shown = ", ".join(missing[:5])
+        raise FileNotFoundError(f"{len(missing)} image path(s) do not exist: {shown}{' ...' if len(missing) > 5 else ''}")
+    files: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        else:
+            files.append(path)
+    if not files:
+        raise ValueError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) found in {[os.fspath(p) for p in paths]}")
+    return files
+
+
 class GallerySource(Protocol):
     """Gallery images: `ids[i]` names the image returned by `image(i)`."""
 
@@ -49,8 +69,6 @@ class ImageFiles:
     @classmethod
     def from_folder(cls, folder: str | os.PathLike) -> ImageFiles:
         """Every image file under `folder` (recursively, sorted); ids are paths relative to `folder`."""
-        from ..cli import image_files
-
         folder = Path(folder)
         if not folder.is_dir():
             raise FileNotFoundError(f"gallery folder {str(folder)!r} does not exist or is not a folder")
@@ -131,4 +149,4 @@ def gallery_image(source: dict, item: str) -> Image.Image:
     raise ValueError(f"cannot show images of a gallery source of kind {kind!r}: it must be 'world' or 'folder'")
 
 
-__all__ = ["DatasetImages", "GallerySource", "ImageFiles", "WorldGallery", "gallery_image"]
+__all__ = ["IMAGE_SUFFIXES", "DatasetImages", "GallerySource", "ImageFiles", "WorldGallery", "gallery_image", "image_files"]

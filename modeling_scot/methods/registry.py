@@ -1,0 +1,159 @@
+"""The method registry: every composed-query method of the harness, by name, with its own settings.
+
+A method turns reference-image and modification-text embeddings into gallery scores. Its settings are
+fields of the method object (Slerp's `alpha`); `for_benchmark` gives the values the method's paper uses on a
+benchmark, `search_space` the values a validation split may choose from, and `settings()` what ran, for
+every report. `scot eval`, the quickstart, `scot search` and the demo all build methods here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from typing import ClassVar
+
+import torch
+
+from .baselines import embedding_sum, image_only, slerp, text_only
+
+
+@dataclass(frozen=True)
+class CIRMethod:
+    """A composed-query method; subclasses set `name`, `description` and `queries`."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    uses_text: ClassVar[bool] = True
+    search_space: ClassVar[Mapping[str, Sequence]] = {}
+    """Setting name -> the values a validation split may choose from (empty: nothing to tune)."""
+
+    @classmethod
+    def for_benchmark(cls, benchmark: str | None) -> CIRMethod:
+        """The method with the settings its paper uses on `benchmark` (None: the general defaults)."""
+        return cls()
+
+    def settings(self) -> dict:
+        """The settings this method runs with (recorded in every report)."""
+        return asdict(self)
+
+    def with_settings(self, **settings) -> CIRMethod:
+        """A copy with some settings replaced; unknown names fail with a clear error."""
+        known = {field.name for field in fields(self)}
+        unknown = sorted(set(settings) - known)
+        if unknown:
+            raise ValueError(f"method {self.name!r} has no setting(s) {unknown}; it has {sorted(known) or 'none'}")
+        return replace(self, **settings)
+
+    def queries(self, model, image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
+        """(N, D) L2-normalised query embeddings from (N, D) reference-image and modification-text embeddings."""
+        raise NotImplementedError
+
+    def score(
+        self, model, image_embeds: torch.Tensor, text_embeds: torch.Tensor, gallery_embeds: torch.Tensor
+    ) -> torch.Tensor:
+        """(N, G) scores of the queries against (G, D) gallery embeddings: cosine similarity."""
+        queries = self.queries(model, image_embeds, text_embeds)
+        return queries.float() @ gallery_embeds.to(queries.device).float().T
+
+
+@dataclass(frozen=True)
+class ScotMethod(CIRMethod):
+    """SCOT: the model's trained Combiner on the frozen embeddings."""
+
+    name: ClassVar[str] = "scot"
+    description: ClassVar[str] = "SCOT (learned Combiner)"
+    compose_batch_size: ClassVar[int] = 4096
+
+    @torch.no_grad()
+    def queries(self, model, image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
+        model.eval()
+        device, step = model.device, self.compose_batch_size
+        parts = [
+            model.compose(image_embeds[i : i + step].to(device), text_embeds[i : i + step].to(device))
+            .query_embeds.float()
+            .cpu()
+            for i in range(0, len(image_embeds), step)
+        ]
+        return torch.cat(parts) if parts else torch.empty(0, image_embeds.shape[-1])
+
+
+@dataclass(frozen=True)
+class ImageOnly(CIRMethod):
+    name: ClassVar[str] = "image"
+    description: ClassVar[str] = "image only"
+    uses_text: ClassVar[bool] = False
+
+    def queries(self, model, image_embeds, text_embeds):
+        return image_only(image_embeds, text_embeds)
+
+
+@dataclass(frozen=True)
+class TextOnly(CIRMethod):
+    name: ClassVar[str] = "text"
+    description: ClassVar[str] = "text only"
+
+    def queries(self, model, image_embeds, text_embeds):
+        return text_only(image_embeds, text_embeds)
+
+
+@dataclass(frozen=True)
+class EmbeddingSum(CIRMethod):
+    name: ClassVar[str] = "sum"
+    description: ClassVar[str] = "sum"
+
+    def queries(self, model, image_embeds, text_embeds):
+        return embedding_sum(image_embeds, text_embeds)
+
+
+SLERP_PAPER_ALPHAS = {"cirr": 0.9, "fashioniq": 0.8, "circo": 0.8}
+"""Slerp's text weight in its paper (Jang et al., ECCV 2024) per benchmark."""
+SLERP_DEFAULT_ALPHA = 0.8
+
+
+@dataclass(frozen=True)
+class Slerp(CIRMethod):
+    """Spherical interpolation from the image (alpha 0) to the text embedding (alpha 1)."""
+
+    name: ClassVar[str] = "slerp"
+    description: ClassVar[str] = "Slerp"
+    search_space: ClassVar[Mapping[str, Sequence]] = {"alpha": tuple(round(0.1 * i, 1) for i in range(1, 10))}
+    alpha: float = SLERP_DEFAULT_ALPHA
+
+    def __post_init__(self):
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"slerp alpha must be in [0, 1], got {self.alpha}")
+
+    @classmethod
+    def for_benchmark(cls, benchmark: str | None) -> Slerp:
+        return cls(alpha=SLERP_PAPER_ALPHAS.get(benchmark, SLERP_DEFAULT_ALPHA))
+
+    def queries(self, model, image_embeds, text_embeds):
+        return slerp(image_embeds, text_embeds, self.alpha)
+
+
+METHODS: dict[str, type[CIRMethod]] = {
+    method.name: method for method in (ScotMethod, ImageOnly, TextOnly, EmbeddingSum, Slerp)
+}
+METHOD_NAMES: tuple[str, ...] = tuple(METHODS)
+
+
+def build_method(name: str, benchmark: str | None = None, **settings) -> CIRMethod:
+    """The method `name` with the settings for `benchmark`, then `settings` on top."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; choose from {list(METHOD_NAMES)}")
+    method = METHODS[name].for_benchmark(benchmark)
+    return method.with_settings(**settings) if settings else method
+
+
+__all__ = [
+    "CIRMethod",
+    "EmbeddingSum",
+    "ImageOnly",
+    "METHODS",
+    "METHOD_NAMES",
+    "SLERP_PAPER_ALPHAS",
+    "ScotMethod",
+    "Slerp",
+    "TextOnly",
+    "build_method",
+]

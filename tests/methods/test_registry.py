@@ -1,0 +1,55 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from modeling_scot.methods import METHOD_NAMES, SLERP_PAPER_ALPHAS, ScotMethod, Slerp, build_method, embedding_sum, slerp
+
+
+def _embeds(rows=6, dim=16, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return (F.normalize(torch.randn(rows, dim, generator=generator), dim=-1) for _ in range(3))
+
+
+def test_the_registry_names_every_method():
+    assert METHOD_NAMES == ("scot", "image", "text", "sum", "slerp")
+    for name in METHOD_NAMES:
+        assert build_method(name).name == name
+
+
+@pytest.mark.parametrize("benchmark, alpha", [*SLERP_PAPER_ALPHAS.items(), ("genecis", 0.8), ("world", 0.8), (None, 0.8)])
+def test_slerp_follows_its_paper_per_benchmark(benchmark, alpha):
+    method = build_method("slerp", benchmark)
+    assert method.settings() == {"alpha": alpha}
+    assert SLERP_PAPER_ALPHAS == {"cirr": 0.9, "fashioniq": 0.8, "circo": 0.8}
+
+
+def test_slerp_at_one_half_is_the_sum_and_is_never_the_default():
+    image, text, _ = _embeds()
+    half = build_method("slerp", alpha=0.5)
+    assert torch.allclose(half.queries(None, image, text), embedding_sum(image, text), atol=1e-5)
+    assert all(build_method("slerp", benchmark).alpha != 0.5 for benchmark in ("cirr", "fashioniq", "circo", "world"))
+
+
+def test_settings_are_checked():
+    with pytest.raises(ValueError, match=r"no setting\(s\) \['beta'\]"):
+        build_method("slerp", beta=0.3)
+    with pytest.raises(ValueError, match="alpha must be in"):
+        build_method("slerp", alpha=1.5)
+    with pytest.raises(ValueError, match="unknown method 'pic2word'"):
+        build_method("pic2word")
+    with pytest.raises(ValueError, match="has no setting"):
+        build_method("image", alpha=0.2)
+
+
+def test_scores_are_cosines_of_the_queries():
+    image, text, gallery = _embeds()
+    method = Slerp(alpha=0.3)
+    assert torch.allclose(method.score(None, image, text, gallery), slerp(image, text, 0.3) @ gallery.T)
+
+
+def test_scot_queries_are_the_combiner_in_batches(scot_model):
+    image, text, _ = _embeds(rows=7)
+    scot_model.eval()
+    expected = scot_model.compose(image, text).query_embeds.detach()
+    assert torch.allclose(ScotMethod().queries(scot_model, image, text), expected, atol=1e-6)
+    assert ScotMethod().settings() == {}

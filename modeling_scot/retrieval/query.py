@@ -30,11 +30,10 @@ def compose_query(model: ScotModel, image: ImageInput, text: str, method: CIRMet
     method = build_method(method) if isinstance(method, str) else method
     image_embeds = encode_images(model, [image], progress=False)
     text_embeds = encode_texts(model, [text], progress=False)
-    query_embeds = method.queries(model, image_embeds, text_embeds)
-    weight = None
-    if isinstance(method, ScotMethod):
-        weight = float(model.compose(image_embeds.to(model.device), text_embeds.to(model.device)).modality_weight[0])
-    return ComposedQuery(query_embeds.float().cpu(), image_embeds, weight)
+    if not isinstance(method, ScotMethod):
+        return ComposedQuery(method.queries(model, image_embeds, text_embeds).float().cpu(), image_embeds, None)
+    output = model.eval().compose(image_embeds.to(model.device), text_embeds.to(model.device))
+    return ComposedQuery(output.query_embeds.float().cpu(), image_embeds, float(output.modality_weight[0]))
 
 
 def search_query(

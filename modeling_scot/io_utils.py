@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -28,4 +31,28 @@ def write_json(path: Path, payload: object) -> None:
     write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
 
 
-__all__ = ["write_json", "write_text_atomic"]
+@contextmanager
+def replace_folder_atomic(path: Path) -> Iterator[Path]:
+    """Yield an empty staging folder beside `path`; when the block succeeds, it replaces `path` by renames.
+
+    A failure or kill inside the block leaves `path` as it was; no half-written folder is ever visible under
+    its final name. Staging folders are named `.{name}.staging-{pid}` and `.{name}.replaced-{pid}`.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.staging-{os.getpid()}")
+    replaced = path.with_name(f".{path.name}.replaced-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if path.exists():
+        os.replace(path, replaced)
+    os.replace(staging, path)
+    shutil.rmtree(replaced, ignore_errors=True)
+
+
+__all__ = ["replace_folder_atomic", "write_json", "write_text_atomic"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,10 +20,10 @@ from datasets import Dataset, Image, load_from_disk
 from transformers import set_seed
 
 from .evaluation.world import evaluate_world
-from .io_utils import write_json
+from .io_utils import replace_folder_atomic, write_json
 from .model_card import eval_results_from_report
 from .modeling_scot import ScotModel
-from .training import ScotTrainingArguments, fit_combiner, training_card
+from .training import ScotTrainingArguments, check_model_output, fit_combiner, training_card
 from .triplets import TRIPLET_FEATURES, generate_world_triplets
 from .world import clip_path
 
@@ -42,6 +41,16 @@ class QuickstartSettings:
     learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate of the Combiner."})
     temperature: float = field(default=0.2, metadata={"help": "Softmax temperature of the contrastive loss."})
     test_queries: int = field(default=1000, metadata={"help": "Queries of the world benchmark's test split."})
+
+    def __post_init__(self) -> None:
+        at_least = {"seed": 0, "num_scenes": 1, "edits_per_scene": 1, "num_hard_negatives": 0, "epochs": 1,
+                    "batch_size": 1, "test_queries": 1}
+        for name, low in at_least.items():
+            if getattr(self, name) < low:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(self, name)}")
+        for name in ("learning_rate", "temperature"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
 
     def training_arguments(self, output_dir: Path, device: torch.device) -> ScotTrainingArguments:
         """The quickstart's `ScotTrainingArguments`: its own epochs, batch and learning rate, seeded, full batches."""
@@ -82,11 +91,9 @@ def triplet_dataset(settings: QuickstartSettings, folder: Path) -> Dataset:
         row["image"] = png_of_scene[record.source_id]
         rows.append(row)
     dataset = Dataset.from_list(rows, features=TRIPLET_FEATURES)
-    tmp = folder / "data.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    dataset.save_to_disk(str(tmp))
-    shutil.rmtree(folder / "data", ignore_errors=True)
-    os.replace(tmp, folder / "data")
+    marker.unlink(missing_ok=True)  # the marker names the data on disk: never the old marker beside new data
+    with replace_folder_atomic(folder / "data") as staging:
+        dataset.save_to_disk(str(staging))
     write_json(marker, wanted)
     return load_from_disk(str(folder / "data"))
 
@@ -96,6 +103,7 @@ def run_quickstart(
 ) -> dict:
     """Run the quickstart into `output`; returns the results written to `output/results.json`."""
     started = time.monotonic()
+    check_model_output(output / "model")
     output.mkdir(parents=True, exist_ok=True)
     work = output / "work"
     dataset = triplet_dataset(settings, work / "triplets")
@@ -105,13 +113,14 @@ def run_quickstart(
     training = fit_combiner(model, dataset, args, work / "cache", resume=True)
     evaluation = evaluate_world(model, settings.seed, num_queries=settings.test_queries, cache_dir=work / "embeddings")
     data = f"built-in world, rules backend, seed {settings.seed}"
-    model.save_pretrained(
-        output / "model",
-        model_card={
-            "eval_results": eval_results_from_report(evaluation),
-            "training": training_card(args, len(dataset), data),
-        },
-    )
+    with replace_folder_atomic(output / "model") as staging:
+        model.save_pretrained(
+            staging,
+            model_card={
+                "eval_results": eval_results_from_report(evaluation),
+                "training": training_card(args, len(dataset), data),
+            },
+        )
     results = {
         "seed": settings.seed,
         "train_triplets": len(dataset),

@@ -4,20 +4,22 @@ arguments of `scot train`, and `fit_combiner`, which `scot train` and the quicks
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from datasets import Dataset, DatasetDict, concatenate_datasets, load_dataset, load_from_disk
 from transformers import TrainingArguments, set_seed
-from transformers.trainer_utils import SchedulerType, get_last_checkpoint
+from transformers.trainer_utils import SchedulerType
 from transformers.training_args import OptimizerNames, SaveStrategy
 
+from .checkpoints import last_complete_checkpoint
 from .collators import CachedEmbeddingCollator
 from .configuration_scot import ScotConfig
 from .embedding_cache import build_embedding_cache
 from .evaluation.metrics import compute_text_retrieval_metrics
-from .io_utils import write_json
+from .io_utils import replace_folder_atomic, write_json
 from .modeling_scot import ScotModel
 from .trainer import ScotTrainer
 
@@ -123,7 +125,8 @@ def fit_combiner(
     """Embed the triplets once (a resumable cache in `cache_dir`) and train the Combiner on the cached embeddings.
 
     With `validation`, every epoch reports text-retrieval Recall@K there and the best epoch is kept. With
-    `resume`, training continues from the last checkpoint in `args.output_dir`. Returns the training loss,
+    `resume`, training continues from the last complete checkpoint in `args.output_dir` (half-written ones are
+    skipped). Returns the training loss,
     steps and validation metrics.
     """
     if args.remove_unused_columns:
@@ -142,7 +145,7 @@ def fit_combiner(
         data_collator=CachedEmbeddingCollator(cache),
         compute_metrics=compute_text_retrieval_metrics if eval_index is not None else None,
     )
-    checkpoint = get_last_checkpoint(args.output_dir) if resume and Path(args.output_dir).is_dir() else None
+    checkpoint = last_complete_checkpoint(args.output_dir) if resume else None
     result = trainer.train(resume_from_checkpoint=checkpoint)
     metrics = {"train_loss": round(result.training_loss, 4), "steps": result.global_step}
     if eval_index is not None:
@@ -162,6 +165,18 @@ def training_card(args: ScotTrainingArguments, num_triplets: int, data: str, met
     }
 
 
+def check_model_output(folder: Path) -> None:
+    """Refuse to replace `folder` unless it is absent or a saved SCOT model: a run replaces only what it wrote."""
+    if not folder.exists():
+        return
+    try:
+        saved = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type") == "scot"
+    except (OSError, ValueError, AttributeError):
+        saved = False
+    if not saved:
+        raise ValueError(f"{folder} exists and is not a saved SCOT model; move it away or choose another --output")
+
+
 def train_scot(
     train_args: ScotTrainArguments, args: ScotTrainingArguments, dtype: torch.dtype | None = None
 ) -> dict:
@@ -169,6 +184,7 @@ def train_scot(
     `OUTPUT/checkpoints`, saved (the best epoch when there is a validation split) to `OUTPUT/model`; returns the
     metrics, also written to `OUTPUT/train_results.json`."""
     output = Path(train_args.output)
+    check_model_output(output / MODEL)
     args = dataclasses.replace(args, output_dir=str(output / CHECKPOINTS))
     triplets = load_triplets(train_args.dataset)
     set_seed(args.seed)  # the Combiner's initial weights follow --seed
@@ -178,19 +194,21 @@ def train_scot(
     )
     write_json(output / "train_results.json", metrics)
     source = train_args.dataset
-    model.save_pretrained(
-        output / MODEL,
-        combiner_only=train_args.combiner_only,
-        model_card={
-            "datasets": [source] if not Path(source).exists() else [],
-            "training": training_card(args, len(triplets["train"]), source, metrics),
-        },
-    )
+    with replace_folder_atomic(output / MODEL) as staging:
+        model.save_pretrained(
+            staging,
+            combiner_only=train_args.combiner_only,
+            model_card={
+                "datasets": [source] if not Path(source).exists() else [],
+                "training": training_card(args, len(triplets["train"]), source, metrics),
+            },
+        )
     return metrics
 
 
 __all__ = [
     "ScotTrainArguments",
+    "check_model_output",
     "ScotTrainingArguments",
     "fit_combiner",
     "load_triplets",

@@ -7,14 +7,15 @@ The accepted triplets are split into train and validation by image (`source_id`)
 both, and written as `data/{split}-NNNNN-of-NNNNN.parquet` with a `README.md` whose YAML lists the splits.
 Images are stored in an `Image` column when they can be read here (world scenes are rendered, local files
 read under --images-root, `Image` rows of a dataset source read again); otherwise (URLs) as strings.
-`datasets.load_dataset(OUTPUT)` reads the result; `python -m hub.push_dataset` uploads it.
+`scot train --dataset OUTPUT` and `datasets.load_dataset("parquet", data_files=...)` (see the card) read the
+result as it is on disk; `python -m hub.push_dataset` uploads it.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import shutil
+import re
 import string
 import sys
 from collections import Counter
@@ -28,7 +29,8 @@ from datasets import Features, Image, Sequence, Value
 from tqdm import tqdm
 
 from hub.cli_output import fail
-from modeling_scot.triplets.shards import ACCEPTED, iter_shard_rows, read_manifest
+from modeling_scot.io_utils import replace_folder_atomic
+from modeling_scot.triplets.shards import ACCEPTED, iter_located_rows, iter_shard_rows, read_manifest
 from modeling_scot.triplets.sources import ImageLookup, image_lookup
 from modeling_scot.triplets.validation import REJECTION_REASONS
 
@@ -46,6 +48,23 @@ SIZE_CATEGORIES = (
     (10**9, "100M<n<1B"),
 )
 WRITE_BATCH = 500
+IMAGE_SIZES = range(8, 1025)
+WRITTEN_NAMES = re.compile(r"README\.md|data|data/[^/]+-\d{5}-of-\d{5}\.parquet")
+"""What a build writes in its output folder: `--overwrite` replaces only a folder that holds nothing else."""
+RUN_FIELDS = {
+    "run": dict,
+    "run.backend": dict,
+    "run.backend.backend": str,
+    "run.backend.prompt_version": str,
+    "run.source": dict,
+    "run.source.kind": str,
+    "run.limits": dict,
+    "run.limits.max_modification_words": int,
+    "run.limits.max_caption_words": int,
+    "run.variants": int,
+    "next_position": int,
+}
+"""The manifest fields a build reads, with their types."""
 
 
 def dataset_features(image_feature: bool) -> Features:
@@ -124,8 +143,13 @@ def _first_accepted(shards: Path) -> dict[str, Any]:
     raise ValueError(f"{shards} holds no accepted triplet")
 
 
-def _example(row: dict[str, Any], lookup: ImageLookup | None) -> dict[str, Any]:
-    image = row["image"] if lookup is None else lookup(row["source_id"], row["image"])
+def _example(row: dict[str, Any], lookup: ImageLookup | None, where: str) -> dict[str, Any]:
+    try:
+        image = row["image"] if lookup is None else lookup(row["source_id"], row["image"])
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{where}: {err}") from err
+    except (ValueError, KeyError, IndexError) as err:
+        raise ValueError(f"{where}: field 'image' {row['image']!r}: {err}") from err
     return {
         "image": image,
         **{name: row[name] for name in TEXT_COLUMNS},
@@ -133,6 +157,49 @@ def _example(row: dict[str, Any], lookup: ImageLookup | None) -> dict[str, Any]:
         "source_id": row["source_id"],
         **{name: None if row[name] is None else str(row[name]) for name in PROVENANCE_COLUMNS},
     }
+
+
+def _check_manifest(manifest: dict[str, Any], shards: Path) -> None:
+    """Raise ValueError naming the first field a build reads that the manifest lacks or holds with another type."""
+    for dotted, kind in RUN_FIELDS.items():
+        value: Any = manifest
+        for key in dotted.split("."):
+            value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, bool) or not isinstance(value, kind):
+            found = "missing" if value is None else type(value).__name__
+            raise ValueError(f"{shards / 'manifest.json'}: field {dotted!r} is {found}, expected {kind.__name__}")
+
+
+def _inputs(shards: Path, source: dict[str, Any], images_root: Path | None) -> list[tuple[str, Path]]:
+    """The files and folders a build reads, each with the option or manifest field that names it."""
+    inputs = [("--shards", shards)]
+    if images_root is not None:
+        inputs.append(("--images-root", images_root))
+    for key in ("path", "source"):
+        if isinstance(source.get(key), str) and Path(source[key]).exists():
+            inputs.append((f"the captions ({key} in the manifest)", Path(source[key])))
+    return inputs
+
+
+def _check_replaceable(output: Path, inputs: list[tuple[str, Path]]) -> None:
+    """Refuse to replace `output` when it holds or is inside an input, or holds anything a build does not write."""
+    if output.is_symlink():
+        raise ValueError(f"--output {output} is a symbolic link: --overwrite replaces only a dataset folder it built")
+    target = output.resolve()
+    for name, path in inputs:
+        where = path.resolve()
+        if where.is_relative_to(target) or target.is_relative_to(where):
+            relation = "is" if where == target else "holds" if where.is_relative_to(target) else "is inside"
+            raise ValueError(
+                f"--output {output} {relation} the input {name} {path}: --overwrite would delete it; choose another --output"
+            )
+    for path in sorted(output.rglob("*")):
+        relative = path.relative_to(output).as_posix()
+        if not WRITTEN_NAMES.fullmatch(relative) or path.is_symlink():
+            raise ValueError(
+                f"--output {output} holds {relative}, which python -m hub.build_dataset does not write: --overwrite "
+                "replaces only a dataset folder it built; move that away or choose another --output"
+            )
 
 
 def _rejection_table(rejected: Counter) -> str:
@@ -193,6 +260,7 @@ def render_card(manifest: dict[str, Any], counts: dict[str, Any], license_id: st
         "split_rows": "\n".join(f"| {split} | {w['rows']} | {w['images']} |" for split, w in writers.items()),
         "split_seed": counts["seed"],
         "image_column": image_column,
+        "data_files_usage": ", ".join(f'"{split}": "FOLDER/data/{split}-*.parquet"' for split in writers),
     }
     body = string.Template(CARD_TEMPLATE.read_text(encoding="utf-8")).substitute(fields)
     return f"---\n{yaml.safe_dump(header, sort_keys=False)}---\n\n{body}"
@@ -211,35 +279,35 @@ def build_dataset(
     rows_per_file: int = 100_000,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Write the dataset of the accepted triplets in `shards` to `output`; return its counts."""
+    """Write the dataset of the accepted triplets in `shards` to `output`; return its counts.
+
+    With `overwrite`, an existing `output` is replaced, provided it holds only what a build writes (README.md
+    and data/*.parquet) and none of the inputs; the new folder is written beside it and renamed into place.
+    """
     if not 0 <= validation_fraction < 1:
         raise ValueError(f"--validation-fraction must be in [0, 1), got {validation_fraction}")
+    if image_size not in IMAGE_SIZES:
+        raise ValueError(f"--image-size must be in {IMAGE_SIZES.start}..{IMAGE_SIZES.stop - 1} pixels, got {image_size}")
+    if rows_per_file < 1:
+        raise ValueError(f"--rows-per-file must be >= 1, got {rows_per_file}")
     manifest = read_manifest(shards) if shards.is_dir() else None
     if manifest is None:
         raise ValueError(f"{shards} is not a folder of triplet shards (it has no manifest.json)")
+    _check_manifest(manifest, shards)
+    source = manifest["run"]["source"]
     if output.exists() and not output.is_dir():
         raise ValueError(f"--output {output} is a file")
-    if output.exists() and any(output.iterdir()) and not overwrite:
-        raise ValueError(f"{output} exists and is not empty: pass --overwrite or choose another --output")
-    if rows_per_file < 1:
-        raise ValueError(f"--rows-per-file must be >= 1, got {rows_per_file}")
-    source = manifest["run"]["source"]
+    if output.exists() and any(output.iterdir()):
+        if not overwrite:
+            raise ValueError(f"{output} exists and is not empty: pass --overwrite or choose another --output")
+        _check_replaceable(output, _inputs(shards, source, images_root))
     lookup = image_lookup(source, _first_accepted(shards)["image"], images_root, image_size)
-    building = output.with_name(f".{output.name}.building")
-    shutil.rmtree(building, ignore_errors=True)
-    (building / "data").mkdir(parents=True)
-    try:
+    with replace_folder_atomic(output) as building:
         counts = _write_splits(shards, building / "data", manifest, lookup, validation_fraction, seed, rows_per_file, progress)
         image_column = "the image (`Image`)" if lookup is not None else "the image's path or URL"
         license_id = license_id or ("apache-2.0" if source["kind"] == "world" else "other")
         card = render_card(manifest, counts, license_id, image_column)
         (building / "README.md").write_text(card, encoding="utf-8")
-    except BaseException:
-        shutil.rmtree(building, ignore_errors=True)
-        raise
-    if output.exists():
-        shutil.rmtree(output)
-    building.rename(output)
     return {**counts, "rejected": dict(counts["rejected"])}
 
 
@@ -254,17 +322,18 @@ def _write_splits(
     progress: bool,
 ) -> dict[str, Any]:
     """Stream the accepted rows of `shards` into parquet splits under `folder`; their counts."""
+    folder.mkdir()
     schema = dataset_features(lookup is not None).arrow_schema
     writers = {split: _SplitWriter(folder, split, schema, rows_per_file) for split in SPLITS}
     rejected: Counter = Counter()
     requests = 0
-    rows = tqdm(iter_shard_rows(shards), total=manifest["next_position"], unit="row", desc="building", disable=not progress)
-    for row in rows:
+    rows = tqdm(iter_located_rows(shards), total=manifest["next_position"], unit="row", desc="building", disable=not progress)
+    for where, row in rows:
         requests += 1
         if row["status"] != ACCEPTED:
             rejected[row["reason"]] += 1
             continue
-        writers[split_of(row["source_id"], validation_fraction, seed)].add(_example(row, lookup))
+        writers[split_of(row["source_id"], validation_fraction, seed)].add(_example(row, lookup, where))
     for writer in writers.values():
         writer.close()
     if validation_fraction > 0 and not writers["validation"].rows:
@@ -291,7 +360,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--validation-fraction", type=float, default=0.05, help="share of images in validation")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split by image")
     parser.add_argument("--images-root", type=Path, help="folder that relative image paths are read under")
-    parser.add_argument("--image-size", type=int, default=64, help="render size of world scenes")
+    parser.add_argument(
+        "--image-size", type=int, default=64, help=f"render size of world scenes ({IMAGE_SIZES.start}..{IMAGE_SIZES.stop - 1})"
+    )
     parser.add_argument("--license", dest="license_id", help="license of the card (default: apache-2.0 for the world, else other)")
     parser.add_argument("--rows-per-file", type=int, default=100_000, help="rows per parquet file")
     parser.add_argument("--overwrite", action="store_true", help="replace --output when it exists")

@@ -31,7 +31,7 @@ from modeling_scot.triplets.validation import Attempt, Limits
 
 
 class BackendFailed(RuntimeError):
-    """Every request of a batch (of two or more) failed: the server is unusable, so the run stops and writes none."""
+    """Every request of a batch failed: the server is unusable, so the run stops and writes none of that batch."""
 
 
 def _batches(items: Iterable, size: int) -> Iterator[list]:
@@ -63,13 +63,19 @@ def generate_triplets(
 ) -> tuple[ShardState, str]:
     """Write one shard row per request of `captions` (times `variants`) into `output`; return the state and status.
 
-    The status is `complete` (all requests done), `limit_reached` (`limit` accepted triplets), or `stopped`
-    (the backend's request cap was reached; resume later).
+    The status is `complete` (all requests done), `limit_reached` (`limit` accepted triplets),
+    `source_exhausted` (all requests done before `limit` accepted triplets), or `stopped` (the backend's request
+    cap was reached; resume later). Raises `BackendFailed` when every request of a batch failed (that batch is
+    not written, so a resumed run asks again).
     """
     if limit is not None and limit < 1:
         raise ValueError(f"--limit must be >= 1, got {limit}")
     if batch_size < 1 or variants < 1:
         raise ValueError(f"--batch-size and --variants must be >= 1, got {batch_size}, {variants}")
+    num_requests = captions.count() * variants
+    if num_requests == 0:
+        spec = captions.spec()
+        raise ValueError(f"--captions {spec.get('path') or spec.get('source') or spec['kind']} holds no caption")
     limits = limits or Limits()
     settings = backend.settings()
     run = {"backend": settings, "source": captions.spec(), "variants": variants, "limits": limits.to_dict()}
@@ -82,7 +88,7 @@ def generate_triplets(
     if limit is not None:
         total, initial, unit = limit, state.accepted, "triplet"
     else:
-        total, initial, unit = captions.count() * variants if progress else None, state.next_position, "request"
+        total, initial, unit = num_requests, state.next_position, "request"
     bar = tqdm(total=total, initial=initial, unit=unit, desc=f"{unit}s", disable=not progress, dynamic_ncols=True)
     status = "complete"
     try:
@@ -96,6 +102,8 @@ def generate_triplets(
         raise
     finally:
         bar.close()
+    if status == "complete" and limit is not None and state.accepted < limit:
+        status = "source_exhausted"
     writer.close(status)
     return state, status
 
@@ -111,8 +119,11 @@ def _run_batch(
 ) -> str:
     """Attempt one batch and write its rows in order; the run's status after it."""
     attempts = attempt_triplets(backend, [request for _, request in batch], limits)
-    if len(attempts) > 1 and all(attempt.reason == "request_failed" for attempt in attempts):
-        raise BackendFailed(f"every request of a batch failed, e.g. {attempts[0].detail}")
+    if attempts and all(attempt.reason == "request_failed" for attempt in attempts):
+        raise BackendFailed(
+            f"every request of a batch failed, e.g. {attempts[0].detail}; nothing of that batch was written: "
+            f"rerun with --resume once the server answers"
+        )
     state = writer.state
     for (position, _), attempt in zip(batch, attempts):
         if attempt.reason == NOT_SENT:
@@ -240,6 +251,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{status}: {state.summary()}; {len(state.shards)} shards in {args.output}")
     if status == "stopped":
         print("the request cap was reached: rerun with --resume (and a higher --max-requests) to continue")
+    elif state.accepted == 0:
+        return fail(
+            ValueError(
+                f"no triplet was accepted ({state.summary()}): see the reasons and raw answers in the shards of "
+                f"{args.output}, and check the captions and the model"
+            )
+        )
+    elif status == "source_exhausted":
+        print(
+            f"the captions ran out after {state.accepted} of the {args.limit} triplets asked by --limit: for more, "
+            "start a new --output with more captions (for the world, a larger --num-scenes) or more --variants"
+        )
     return 0
 
 

@@ -2,8 +2,8 @@
 
     python -m hub.push_dataset --folder scot-triplets/ --repo-id org/scot-triplets [--private] [--dry-run] [--token T]
 
-The folder is checked first (a README.md with YAML that lists `configs`, parquet files under data/);
---dry-run lists the files that would be uploaded and makes no network call.
+The folder is checked first (a README.md with YAML whose `configs` name its parquet files; no empty, truncated
+or half-written file); --dry-run lists the files that would be uploaded and makes no network call.
 """
 
 from __future__ import annotations
@@ -13,43 +13,39 @@ import glob
 import sys
 from pathlib import Path
 
-import yaml
 from huggingface_hub import HfApi
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from hub.cli_output import run_upload
+from modeling_scot.datasets_io import CARD_NAME, card_header, local_data_files
 from modeling_scot.hub_upload import model_files_to_upload
+from modeling_scot.upload_checks import check_upload_files
 
 DEFAULT_COMMIT_MESSAGE = "Upload SCOT triplets"
 
 
-def _card_yaml(readme: Path) -> dict:
-    text = readme.read_text(encoding="utf-8")
-    parts = text.split("---", 2) if text.startswith("---") else []
-    if len(parts) < 3:
-        raise ValueError(f"{readme} has no YAML header between '---' lines")
-    try:
-        header = yaml.safe_load(parts[1])
-    except yaml.YAMLError as err:
-        raise ValueError(f"{readme} has invalid YAML: {err}") from err
-    if not isinstance(header, dict):
-        raise ValueError(f"{readme} YAML header is not a mapping")
-    return header
-
-
 def dataset_files_to_upload(folder: Path) -> list[str]:
-    """Check that `folder` is a dataset folder with a card and parquet data; the files to upload, sorted."""
+    """Check that `folder` is a dataset folder whose card lists `configs` that name its parquet files, all complete;
+    the files to upload, sorted."""
     if not folder.is_dir():
         raise FileNotFoundError(f"dataset folder not found: {folder}")
-    readme = folder / "README.md"
+    readme = folder / CARD_NAME
     if not readme.is_file():
         raise ValueError(f"{folder} has no README.md dataset card: build it with python -m hub.build_dataset")
-    if "configs" not in _card_yaml(readme):
+    header = card_header(readme)
+    if header is None:
+        raise ValueError(f"{readme} has no YAML header between '---' lines")
+    if "configs" not in header:
         raise ValueError(f"{readme} YAML has no 'configs' listing the data files of each split")
     files = model_files_to_upload(folder)
     if not any(name.endswith(".parquet") for name in files):
         raise ValueError(f"{folder} holds no parquet files")
+    check_upload_files(folder, files)
+    listed = {path.relative_to(folder.resolve()).as_posix() for paths in local_data_files(folder).values() for path in paths}
+    hidden = sorted(listed - set(files))
+    if hidden:
+        raise ValueError(f"{readme} 'configs' names {hidden[0]}, which would not be uploaded (a hidden or temp file)")
     return files
 
 

@@ -1,6 +1,8 @@
 """Upload a saved SCOT model folder to the Hugging Face Hub.
 
     python -m hub.push_model --model DIR --repo-id org/name [--private] [--dry-run]
+
+Refuses a folder with an empty, truncated or half-written file (e.g. a 0-byte model.safetensors).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from .hub_upload import upload_model_folder
 from .losses import scot_contrastive_loss
 from .model_card import write_model_card
 from .modeling_scot import Combiner, ScotModel, ScotOutput, load_dual_encoder
-from .processing_scot import ScotProcessor, load_image
+from .processing_scot import ScotProcessor, load_image, set_max_image_pixels
 from .trainer import ScotTrainer
 
 __version__ = SCOT_VERSION
@@ -44,4 +44,5 @@ __all__ = [
     "load_dual_encoder",
     "load_image",
     "scot_contrastive_loss",
+    "set_max_image_pixels",
 ]

@@ -2,14 +2,78 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 SCOT_VERSION = "0.2.0"
 ENCODER_FAMILIES = ("clip", "siglip", "siglip2")
 """`model_type`s of the dual encoders a SCOT model wraps (one adapter each in `encoders.py`)."""
 LEGACY_FIELDS = {"clip_config": "encoder_config", "clip_name_or_path": "encoder_name_or_path"}
 """Fields of configs written by modeling_scot 0.1.0 and the fields that replace them."""
+
+
+SIZE_PREFIX, SIZE_SUFFIXES = "num_", ("_size", "_dim", "_embeddings", "_patches")
+"""Integer fields of an encoder config named so size tensors, so must be >= 1 (`hidden_size`, `num_hidden_layers`)."""
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+FIELD_RULES: dict[str, tuple[str, Callable[[object], bool]]] = {
+    "encoder_name_or_path": ("a string or null", lambda v: v is None or isinstance(v, str)),
+    "combiner_only": ("true or false", lambda v: isinstance(v, bool)),
+    "combiner_projection_dim": ("an int >= 1 or null", lambda v: v is None or _is_int(v) and v >= 1),
+    "combiner_hidden_dim": ("an int >= 1 or null", lambda v: v is None or _is_int(v) and v >= 1),
+    "combiner_dropout": ("a number in [0, 1)", lambda v: _is_number(v) and 0 <= v < 1),
+    "temperature": ("a number > 0", lambda v: _is_number(v) and v > 0),
+    "learnable_temperature": ("true or false", lambda v: isinstance(v, bool)),
+    "max_logit_scale": ("a number > 0", lambda v: _is_number(v) and v > 0),
+    "hard_negative_weight": ("a number >= 0", lambda v: _is_number(v) and v >= 0),
+    "caption_negative_weight": ("a number >= 0", lambda v: _is_number(v) and v >= 0),
+}
+"""What each ScotConfig field must hold, and the check."""
+
+
+def one_line(error: BaseException) -> str:
+    """An error's message on one line (some carry indented multi-line details)."""
+    return " ".join(str(error).split())
+
+
+def check_encoder_config(data: object, where: str = "ScotConfig.encoder_config") -> None:
+    """Raise a ValueError naming the entry (`where.text_config`, ...) and the field when `data`, a dual encoder's
+    config as a dict, is not one of a supported family: not an object, a sub-config that is not an object, a
+    field of the wrong type, or a size field below 1."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where} must be an object (an encoder config), got {type(data).__name__}")
+    check_encoder_family(_model_type(data), where)
+    _check_sub_config(data, CONFIG_MAPPING[_model_type(data)], where)
+
+
+def _check_sub_config(data: object, config_class: type[PreTrainedConfig], where: str) -> None:
+    if not isinstance(data, dict):
+        raise ValueError(f"{where} must be an object, got {type(data).__name__}")
+    sub_configs = getattr(config_class, "sub_configs", {})
+    for name, sub_class in sub_configs.items():
+        if data.get(name) is not None and not isinstance(data[name], PreTrainedConfig):
+            _check_sub_config(data[name], sub_class, f"{where}.{name}")
+    for name, value in data.items():
+        sizes = isinstance(name, str) and (name.startswith(SIZE_PREFIX) or name.endswith(SIZE_SUFFIXES))
+        if sizes and _is_int(value) and value < 1:
+            raise ValueError(f"{where}: field {name!r} sizes the encoder's tensors and must be >= 1, got {value}")
+    fields = {name: value for name, value in data.items() if name not in sub_configs}
+    try:
+        config_class(**fields)
+    except Exception as error:  # the config classes validate their fields with several error types
+        raise ValueError(f"{where}: {one_line(error)}") from None
 
 
 def _model_type(encoder_config: dict | PreTrainedConfig | None) -> str | None:
@@ -97,13 +161,14 @@ class ScotConfig(PreTrainedConfig):
             if value is not None and getattr(self, field) is None:
                 setattr(self, field, value)
         _reject_region_grid(kwargs)
-        check_encoder_family(_model_type(self.encoder_config))
+        for name, (expected, holds) in FIELD_RULES.items():
+            if not holds(getattr(self, name)):
+                raise ValueError(f"ScotConfig.{name} must be {expected}, got {getattr(self, name)!r}")
+        if isinstance(self.encoder_config, PreTrainedConfig):
+            check_encoder_family(self.encoder_config.model_type)
+        elif self.encoder_config is not None:
+            check_encoder_config(self.encoder_config)
         super().__post_init__(**kwargs)
-        if self.temperature <= 0:
-            raise ValueError(f"ScotConfig.temperature must be > 0, got {self.temperature}")
-        for name in ("hard_negative_weight", "caption_negative_weight", "combiner_dropout"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"ScotConfig.{name} must be >= 0, got {getattr(self, name)}")
         self.scot_version = SCOT_VERSION
 
     @property
@@ -126,4 +191,11 @@ class ScotConfig(PreTrainedConfig):
         return self.combiner_hidden_dim or 2 * self.embed_dim
 
 
-__all__ = ["ENCODER_FAMILIES", "SCOT_VERSION", "ScotConfig", "check_encoder_family"]
+__all__ = [
+    "ENCODER_FAMILIES",
+    "SCOT_VERSION",
+    "ScotConfig",
+    "check_encoder_config",
+    "check_encoder_family",
+    "one_line",
+]

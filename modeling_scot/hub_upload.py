@@ -11,6 +11,8 @@ from huggingface_hub import HfApi
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
+from .upload_checks import check_upload_files
+
 CONFIG_NAME = "config.json"
 WEIGHTS_NAMES = ("model.safetensors", "model.safetensors.index.json")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
@@ -89,15 +91,16 @@ def upload_model_folder(
     create_pr: bool = False,
     dry_run: bool = False,
 ) -> list[str] | str:
-    """Validate a saved SCOT model folder and upload it to the Hub model repo `repo_id`.
+    """Validate a saved SCOT model folder (no file empty, half-written or unreadable) and upload it to the Hub model repo `repo_id`.
 
     With `dry_run` return the files that would be uploaded, without any network call; otherwise
     create the repo (and the `revision` branch) when missing, upload exactly those files and return
     the commit URL.
     """
     root = _existing_folder(folder)
-    _check_config(root)
     files = model_files_to_upload(root)
+    check_upload_files(root, files)
+    _check_config(root)
     _check_weights(root, files)
     _check_repo_id(repo_id)
     if dry_run:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoProcessor, PreTrainedModel
@@ -19,16 +20,23 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput, cached_file, logging
 
 from .activations import use_inference_activations
-from .configuration_scot import LEGACY_FIELDS, ScotConfig, check_encoder_family
+from .configuration_scot import LEGACY_FIELDS, ScotConfig, check_encoder_family, one_line
 from .encoders import DualEncoderAdapter, adapter_for
 from .losses import scot_contrastive_loss
 
 logger = logging.get_logger(__name__)
 
 ENCODER_PREFIX = "encoder."
+LEGACY_PREFIX = "clip."
+"""Weight names of models saved by 0.1.0 start with this: their encoder attribute was `clip`."""
 LEGACY_KEY_MAPPING = {r"^clip\.": ENCODER_PREFIX}
-"""Weight names of models saved by 0.1.0, whose encoder attribute was `clip`."""
+"""The renaming of 0.1.0's weight names on load (transformers' `key_mapping`, patterns to replacements)."""
 WEIGHTS_NAME = "model.safetensors"
+WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
+CONFIG_NAME = "config.json"
+SHOWN = 5
+PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json", "tokenizer_config.json", "tokenizer.json")
+ENCODER_CONFIG_FIELDS = ("encoder_config", *(old for old, new in LEGACY_FIELDS.items() if new == "encoder_config"))
 HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "proxies")
 
 
@@ -94,7 +102,8 @@ def _check_tensor(value, name: str, ndims: tuple[int, ...], floating: bool) -> N
 
 
 def load_dual_encoder(source: str | os.PathLike, **kwargs) -> PreTrainedModel:
-    """Load a transformers dual encoder (CLIP, SigLIP, SigLIP 2) from a Hub id or a local folder.
+    """Load a transformers dual encoder (CLIP, SigLIP, SigLIP 2) from a Hub id or a local folder, weights from
+    safetensors files only.
 
     `kwargs` go to `AutoModel.from_pretrained` (`dtype`, `attn_implementation`, hub options).
     """
@@ -108,13 +117,13 @@ def load_dual_encoder(source: str | os.PathLike, **kwargs) -> PreTrainedModel:
             raise ValueError(f"{source!r} is not a CLIP-style checkpoint: it has no config.json")
     try:
         config = AutoConfig.from_pretrained(source, **{k: v for k, v in kwargs.items() if k in HUB_KWARGS})
-    except (OSError, ValueError, KeyError) as err:
-        raise ValueError(f"cannot read a model config from {source!r}: {err}") from err
+    except Exception as err:  # transformers' config machinery fails on bad files with many error types
+        raise ValueError(f"cannot read a model config from {source!r}: {one_line(err)}") from None
     check_encoder_family(config.model_type, repr(source))
     try:
-        return AutoModel.from_pretrained(source, config=config, **kwargs)
-    except OSError as err:
-        raise ValueError(f"cannot load the weights of {source!r}: {err}") from err
+        return AutoModel.from_pretrained(source, config=config, use_safetensors=True, **kwargs)
+    except (OSError, RuntimeError, SafetensorError) as err:
+        raise ValueError(f"cannot load the weights of {source!r}: {one_line(err)}") from None
 
 
 class ScotModel(PreTrainedModel):
@@ -421,66 +430,249 @@ class ScotModel(PreTrainedModel):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *model_args, config=None, **kwargs):
         """Load a saved SCOT model (full or `combiner_only`, written by this version or by 0.1.0) from a folder
-        or Hub id."""
+        or Hub id.
+
+        Before any weights load, config.json is checked (an object whose fields have the right types) and the
+        safetensors header is checked against it (readable; the expected tensor names, shapes and kinds); a
+        Combiner holding NaN or infinite values is refused. Each problem is a ValueError naming the file.
+        Weights load only from safetensors files.
+        """
         source = os.fspath(pretrained_model_name_or_path)
         hub_kwargs = {k: kwargs[k] for k in HUB_KWARGS if k in kwargs}
         legacy = False
         if config is None:
             config, legacy = cls._read_config(source, hub_kwargs)
         if config.combiner_only:
-            model = cls._from_combiner_only(source, config, kwargs, hub_kwargs)
+            model, saved = cls._from_combiner_only(source, config, kwargs, hub_kwargs)
         else:
+            saved = _saved_tensors(_weight_files(source, hub_kwargs), LEGACY_PREFIX if legacy else None)
+            _check_saved_tensors(saved, cls._meta_state(config, source, len(saved)), "a SCOT model")
             if legacy:
                 kwargs.setdefault("key_mapping", LEGACY_KEY_MAPPING)
-            model = super().from_pretrained(source, *model_args, config=config, **kwargs)
+            model = super().from_pretrained(source, *model_args, config=config, use_safetensors=True, **kwargs)
             if legacy:  # save with this version's names, not by reverting the renaming applied on load
                 model._weight_conversions = None
-        model.processor = cls._load_processor(source, hub_kwargs)
+        _check_finite(model, saved)
+        model.processor = cls._load_processor(source, hub_kwargs, saved=True)
+        if model.processor is not None:
+            _check_processor(model.processor, config, source)
         return model
 
     @classmethod
     def _read_config(cls, source: str, hub_kwargs: dict) -> tuple[ScotConfig, bool]:
         """The saved config, and whether 0.1.0 wrote it (its weights name the encoder `clip`)."""
-        if Path(source).exists() and not (Path(source) / "config.json").is_file():
-            raise ValueError(f"{source!r} is not a saved SCOT model: it has no config.json")
-        config_dict, _ = ScotConfig.get_config_dict(source, **hub_kwargs)
+        if Path(source).exists() and not (Path(source) / CONFIG_NAME).is_file():
+            raise ValueError(f"{source!r} is not a saved SCOT model: it has no {CONFIG_NAME}")
+        config_file = cached_file(source, CONFIG_NAME, **hub_kwargs)
+        config_dict = _read_json_object(config_file)
         if config_dict.get("model_type") != ScotConfig.model_type:
             raise ValueError(
-                f"{source!r} holds a {config_dict.get('model_type')!r} model, not a SCOT model; "
-                "to wrap a CLIP, SigLIP or SigLIP 2 checkpoint use ScotModel.from_encoder"
+                f"{config_file}: field 'model_type' is {config_dict.get('model_type')!r}, so {source!r} is not a "
+                "SCOT model; to wrap a CLIP, SigLIP or SigLIP 2 checkpoint use ScotModel.from_encoder"
             )
-        return ScotConfig.from_dict(config_dict), any(name in config_dict for name in LEGACY_FIELDS)
+        if not config_dict.get("combiner_only") and all(config_dict.get(f) is None for f in ENCODER_CONFIG_FIELDS):
+            raise ValueError(f"{config_file}: field 'encoder_config' is missing or null: a full save records its encoder")
+        for name in ("dtype", "torch_dtype"):
+            value = config_dict.get(name)
+            if value is not None and not isinstance(getattr(torch, str(value), None), torch.dtype):
+                raise ValueError(f"{config_file}: field {name!r} must name a torch dtype ('float32', ...), got {value!r}")
+        try:
+            config = ScotConfig.from_dict(config_dict)
+        except Exception as error:  # transformers' config machinery fails on bad fields with many error types
+            raise ValueError(f"{config_file}: {one_line(error)}") from None
+        return config, any(name in config_dict for name in LEGACY_FIELDS)
 
     @classmethod
-    def _load_processor(cls, source: str, hub_kwargs: dict):
+    def _meta_state(cls, config: ScotConfig, source: str, tensor_count: int | None) -> dict[str, torch.Tensor]:
+        """The tensors of the model `config` describes, built on the meta device (shapes and dtypes, no memory).
+
+        With `tensor_count` (the saved encoder's weights file), an encoder config with more layers than that
+        file has tensors is refused first."""
+        where = f"{source}/{CONFIG_NAME}"
+        for name, value in _layer_counts(config.encoder_config.to_dict(), "encoder_config"):
+            if tensor_count is not None and value > tensor_count:
+                raise ValueError(
+                    f"{where}: {name} is {value}, but the weights file holds only {tensor_count} tensors in all"
+                )
+        try:
+            with torch.device("meta"):
+                return cls(config).state_dict()
+        except Exception as error:  # building modules from bad sizes fails with many error types
+            raise ValueError(f"{where} describes a model that cannot be built: {one_line(error)}") from None
+
+    @classmethod
+    def _load_processor(cls, source: str, hub_kwargs: dict, *, saved: bool = False):
         """The processor saved with `source`, or None where it has none. Without the package (this class loaded as
-        remote code from `source`), the processor's code comes from `source` too."""
+        remote code from `source`), the processor's code comes from `source` too.
+
+        With `saved` (a folder written by `save_pretrained`), processor files that exist but cannot be loaded
+        are a ValueError naming them."""
         try:
             if cls.processor_class is not None:
                 return cls.processor_class.from_pretrained(source, trust_remote_code=False, **hub_kwargs)
             return AutoProcessor.from_pretrained(source, trust_remote_code=True, **hub_kwargs)
-        except (OSError, ValueError, TypeError) as err:
+        except Exception as err:  # tokenizer and image-processor files fail to parse with many error types
+            present = [name for name in PROCESSOR_FILES if saved and _optional_file(source, name, hub_kwargs)]
+            if present:
+                raise ValueError(f"{source}: its processor files {present} cannot be loaded: {one_line(err)}") from None
             logger.info(f"no processor loaded from {source}: {err}")
             return None
 
     @classmethod
-    def _from_combiner_only(cls, source: str, config: ScotConfig, kwargs: dict, hub_kwargs: dict) -> ScotModel:
-        load_kwargs = {k: kwargs[k] for k in ("dtype", "attn_implementation") if kwargs.get(k) is not None}
-        encoder = load_dual_encoder(config.encoder_name_or_path, **load_kwargs)
-        config.combiner_only = False
-        model = cls._around(config, encoder)
-        weights_file = cached_file(source, WEIGHTS_NAME, **hub_kwargs)
-        state_dict = load_file(weights_file)
-        expected = {k for k in model.state_dict() if not k.startswith(ENCODER_PREFIX)}
-        if set(state_dict) != expected:
+    def _from_combiner_only(
+        cls, source: str, config: ScotConfig, kwargs: dict, hub_kwargs: dict
+    ) -> tuple[ScotModel, dict[str, SavedTensor]]:
+        """The encoder loaded from `encoder_name_or_path` around the Combiner saved at `source`, and the saved
+        tensors."""
+        if not config.encoder_name_or_path:
             raise ValueError(
-                f"{weights_file} does not hold a SCOT Combiner: missing {sorted(expected - set(state_dict))}, "
-                f"unexpected {sorted(set(state_dict) - expected)}"
+                f"{source}/{CONFIG_NAME}: a combiner_only model needs encoder_name_or_path, the encoder to load"
             )
-        model.load_state_dict(state_dict, strict=False)
+        load_kwargs = {k: kwargs[k] for k in ("dtype", "attn_implementation") if kwargs.get(k) is not None}
+        try:
+            encoder = load_dual_encoder(config.encoder_name_or_path, **load_kwargs)
+        except (ValueError, OSError) as err:
+            raise ValueError(f"{source}/{CONFIG_NAME}: field 'encoder_name_or_path': {err}") from None
+        config.combiner_only = False
+        config.encoder_config = encoder.config
+        saved = _saved_tensors(_weight_files(source, hub_kwargs))
+        meta_state = cls._meta_state(config, source, None)
+        expected = {k: v for k, v in meta_state.items() if not k.startswith(ENCODER_PREFIX)}
+        _check_saved_tensors(saved, expected, "a SCOT Combiner")
+        model = cls._around(config, encoder)
+        for file in dict.fromkeys(entry.file for entry in saved.values()):
+            model.load_state_dict(load_file(file), strict=False)
         if load_kwargs.get("dtype") not in (None, "auto"):
             model.to(load_kwargs["dtype"])
-        return model.eval()
+        return model.eval(), saved
+
+
+@dataclass(frozen=True)
+class SavedTensor:
+    """A tensor's entry in a safetensors header: its shape, dtype name (`F32`, `BF16`, `I64`, ...) and file."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    file: str
+
+    @property
+    def is_floating_point(self) -> bool:
+        return self.dtype.startswith(("F", "BF"))
+
+
+def _listed(names: list[str]) -> str:
+    shown = ", ".join(repr(name) for name in names[:SHOWN])
+    return shown + (f" ... ({len(names)} in all)" if len(names) > SHOWN else "")
+
+
+def _read_json_object(file: str) -> dict:
+    """The JSON object in `file`; a ValueError naming the file when it is not JSON or not an object."""
+    try:
+        data = ScotConfig._dict_from_json_file(file)
+    except (UnicodeDecodeError, ValueError) as error:
+        raise ValueError(f"{file} is not valid JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{file} must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _layer_counts(config: dict, where: str) -> Iterator[tuple[str, int]]:
+    """(`where.path.name`, value) of every integer layer count (`num_hidden_layers`, ...) in a nested config dict."""
+    for name, value in config.items():
+        if isinstance(value, dict):
+            yield from _layer_counts(value, f"{where}.{name}")
+        elif isinstance(name, str) and name.startswith("num_") and name.endswith("layers") and isinstance(value, int):
+            yield f"{where}.{name}", value
+
+
+def _optional_file(source: str, name: str, hub_kwargs: dict) -> str | None:
+    """The local path of file `name` of a folder or Hub repo, or None where it has none."""
+    return cached_file(
+        source,
+        name,
+        _raise_exceptions_for_missing_entries=False,
+        _raise_exceptions_for_connection_errors=False,
+        **hub_kwargs,
+    )
+
+
+def _weight_files(source: str, hub_kwargs: dict) -> list[str]:
+    """The safetensors file(s) of a saved model: `model.safetensors`, or the shards its index lists."""
+    single = _optional_file(source, WEIGHTS_NAME, hub_kwargs)
+    if single is not None:
+        return [single]
+    index = _optional_file(source, WEIGHTS_INDEX_NAME, hub_kwargs)
+    if index is None:
+        raise FileNotFoundError(
+            f"{source} has no {WEIGHTS_NAME}: SCOT models load their weights from safetensors files only"
+        )
+    weight_map = _read_json_object(index).get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map or not all(isinstance(v, str) for v in weight_map.values()):
+        raise ValueError(f"{index}: field 'weight_map' must map tensor names to shard file names")
+    return [cached_file(source, shard, **hub_kwargs) for shard in sorted(set(weight_map.values()))]
+
+
+def _saved_tensors(files: list[str], legacy_prefix: str | None = None) -> dict[str, SavedTensor]:
+    """Every tensor named in the headers of `files`, without reading data; names starting with `legacy_prefix`
+    (0.1.0's encoder) are renamed as they load."""
+    saved = {}
+    for file in files:
+        try:
+            with safe_open(file, "pt") as handle:
+                for name in handle.keys():
+                    entry = handle.get_slice(name)
+                    if legacy_prefix and name.startswith(legacy_prefix):
+                        name = ENCODER_PREFIX + name[len(legacy_prefix) :]
+                    saved[name] = SavedTensor(tuple(entry.get_shape()), entry.get_dtype(), file)
+        except (SafetensorError, OSError) as error:
+            raise ValueError(f"{file} is not a readable safetensors file: {one_line(error)}") from None
+    return saved
+
+
+def _check_saved_tensors(saved: dict[str, SavedTensor], expected: dict[str, torch.Tensor], what: str) -> None:
+    """Raise a ValueError naming the file and the tensors when the saved ones are not those of `expected`."""
+    files = ", ".join(dict.fromkeys(entry.file for entry in saved.values())) or "the weights file"
+    missing, unexpected = sorted(set(expected) - set(saved)), sorted(set(saved) - set(expected))
+    if missing or unexpected:
+        raise ValueError(
+            f"{files} does not hold {what} of the saved config: missing tensors [{_listed(missing)}], "
+            f"unexpected tensors [{_listed(unexpected)}]"
+        )
+    for name, tensor in expected.items():
+        entry = saved[name]
+        if entry.shape != tuple(tensor.shape):
+            raise ValueError(
+                f"{entry.file}: tensor {name!r} has shape {list(entry.shape)}, the saved config describes "
+                f"{list(tensor.shape)}"
+            )
+        if entry.is_floating_point != tensor.is_floating_point():
+            raise ValueError(f"{entry.file}: tensor {name!r} is stored as {entry.dtype}, expected {tensor.dtype}")
+
+
+def _check_processor(processor, config: ScotConfig, source: str) -> None:
+    """Run a loaded processor once on a tiny image and text: some bad settings in its files (a list for
+    `model_max_length`, a dict for a mean, a zero std) load but fail on use or make non-finite pixels. Where the
+    encoder takes square images of one size, the processor must make them."""
+    try:
+        pixels = processor(images=torch.zeros(3, 8, 8, dtype=torch.uint8), text=["a photo"]).get("pixel_values")
+    except Exception as err:  # the tokenizer and image processor fail on bad settings with many error types
+        raise ValueError(f"{source}: its processor files do not work: {one_line(err)}") from None
+    if pixels is not None and not torch.isfinite(pixels).all():
+        raise ValueError(f"{source}: its processor files make NaN or infinite pixel values (an image_std of 0?)")
+    size = getattr(getattr(config.encoder_config, "vision_config", None), "image_size", None)
+    if isinstance(size, int) and pixels is not None and pixels.ndim == 4 and tuple(pixels.shape[-2:]) != (size, size):
+        raise ValueError(
+            f"{source}: its processor files make {tuple(pixels.shape[-2:])} images, the encoder takes ({size}, {size})"
+        )
+
+
+def _check_finite(model: ScotModel, saved: dict[str, SavedTensor]) -> None:
+    """Refuse a trained part (Combiner, logit scale) that holds NaN or infinite values, naming its file."""
+    for name, tensor in model.state_dict().items():
+        if name.startswith(ENCODER_PREFIX) or not tensor.is_floating_point() or name not in saved:
+            continue
+        if not torch.isfinite(tensor).all():
+            raise ValueError(f"{saved[name].file}: tensor {name!r} holds NaN or infinite values")
 
 
 __all__ = ["Combiner", "ScotModel", "ScotOutput", "load_dual_encoder"]

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from datasets import Dataset, DatasetDict, concatenate_datasets, load_dataset, load_from_disk
+from datasets import Dataset, DatasetDict, concatenate_datasets
 from transformers import TrainingArguments, set_seed
 from transformers.trainer_utils import SchedulerType
 from transformers.training_args import OptimizerNames, SaveStrategy
@@ -17,6 +17,7 @@ from transformers.training_args import OptimizerNames, SaveStrategy
 from .checkpoints import last_complete_checkpoint
 from .collators import CachedEmbeddingCollator
 from .configuration_scot import ScotConfig
+from .datasets_io import open_dataset
 from .embedding_cache import build_embedding_cache
 from .evaluation.metrics import compute_text_retrieval_metrics
 from .io_utils import replace_folder_atomic, write_json
@@ -86,17 +87,12 @@ class ScotTrainArguments:
 
 
 def load_triplets(source: str) -> DatasetDict:
-    """A triplet dataset from a `save_to_disk` folder, a parquet folder with a card, or a Hub id."""
-    path = Path(source)
-    if path.exists():
-        if not path.is_dir():
-            raise ValueError(f"--dataset {source!r} is a file; give a dataset folder or a Hub id")
-        if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
-            loaded = load_from_disk(str(path))
-        else:
-            loaded = load_dataset(str(path))
-    else:
-        loaded = load_dataset(source)
+    """A triplet dataset from a `save_to_disk` folder, a local folder of data files (the rows on disk now), or a
+    Hub id."""
+    try:
+        loaded = open_dataset(source)
+    except ValueError as err:
+        raise ValueError(f"--dataset: {err}") from err
     if isinstance(loaded, Dataset):
         loaded = DatasetDict(train=loaded)
     if "train" not in loaded:

@@ -33,7 +33,10 @@ def cmd_embed(args: argparse.Namespace) -> int:
         texts_path = Path(args.texts)
         if not texts_path.is_file():
             raise FileNotFoundError(f"--texts file {args.texts!r} does not exist")
-        ids = texts_path.read_text(encoding="utf-8").splitlines()
+        try:
+            ids = texts_path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as err:
+            raise ValueError(f"--texts file {args.texts!r} is not UTF-8 text: byte {err.start} cannot be decoded") from None
         model = load_model(args.model, args.device, args.dtype)
         embeds = encode_texts(model, ids, batch_size=args.batch_size)
     _write_embeddings(Path(args.output), embeds, ids)

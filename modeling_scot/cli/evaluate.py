@@ -14,7 +14,7 @@ from ..evaluation.fashioniq import CATEGORIES, load_fashioniq
 from ..evaluation.genecis import TASKS, load_genecis
 from ..evaluation.runner import average_reports, check_split, evaluate_split
 from ..evaluation.submissions import score_submission
-from ..evaluation.world import load_world, load_world_validation
+from ..evaluation.world import MAX_QUERIES, check_num_queries, load_world, load_world_validation
 from ..io_utils import write_json
 from ..methods import METHOD_NAMES
 from ..quickstart import scot_home
@@ -48,6 +48,7 @@ def benchmark_splits(args: argparse.Namespace) -> tuple[list[CIRSplit], CIRSplit
     if args.category and args.benchmark != "fashioniq":
         raise ValueError(f"--category is for fashioniq, not {args.benchmark}")
     if args.benchmark == "world":
+        check_num_queries(args.test_queries, "--test-queries")
         return [load_world(args.seed, args.test_queries)], load_world_validation(args.seed)
     if not args.data_root:
         raise ValueError(f"--benchmark {args.benchmark} needs --data-root")
@@ -135,6 +136,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_export_world(args: argparse.Namespace) -> int:
     """Export the built-in world's test split in CIRR's file layout (images, captions, image_splits)."""
+    check_num_queries(args.test_queries, "--test-queries")
     folder = export_cirr(args.seed, args.output, num_queries=args.test_queries, split=args.split)
     print(f"wrote world seed {args.seed} as CIRR {args.split} into {folder}")
     predictions = " --save-predictions DIR" if args.split == "test1" else ""
@@ -168,7 +170,9 @@ def add_eval_parsers(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--cache-dir", help="gallery embedding cache (default: $SCOT_HOME/embeddings)")
     evaluate.add_argument("--num-workers", type=int, default=2, help="processes decoding images while the model runs")
     evaluate.add_argument("--seed", type=int, default=0, help="world seed (the test split of that seed)")
-    evaluate.add_argument("--test-queries", type=int, default=1000, help="world benchmark queries")
+    evaluate.add_argument(
+        "--test-queries", type=int, default=1000, help=f"world benchmark queries (at most {MAX_QUERIES})"
+    )
     add_runtime_options(evaluate, batch_size=256)
     evaluate.set_defaults(handler=cmd_eval)
 
@@ -185,7 +189,9 @@ def add_eval_parsers(commands: argparse._SubParsersAction) -> None:
     export.add_argument("--output", required=True, help="new folder for the export")
     export.add_argument("--seed", type=int, default=0, help="world seed (the test split of that seed)")
     export.add_argument("--split", default="val", choices=["val", "test1"], help="CIRR split name to write (test1: no targets)")
-    export.add_argument("--test-queries", type=int, default=1000, help="world benchmark queries")
+    export.add_argument(
+        "--test-queries", type=int, default=1000, help=f"world benchmark queries (at most {MAX_QUERIES})"
+    )
     export.set_defaults(handler=cmd_export_world)
 
 

@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 
+from ..evaluation.world import MAX_QUERIES, check_num_queries
 from ..methods import METHOD_NAMES
 from ..retrieval.faiss_backend import import_faiss
 from ..retrieval.index import KINDS, GalleryIndex, resolve_kind
@@ -21,6 +22,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     if args.images:
         source = ImageFiles.from_folder(args.images)
     else:
+        check_num_queries(args.test_queries, "--test-queries")
         source = WorldGallery(args.world_seed, args.test_queries)
     kind = resolve_kind(args.kind, len(source.ids))
     if kind != "exact":
@@ -55,7 +57,10 @@ def add_index_parser(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument("--images", metavar="DIR", help="folder of gallery images (recursive; ids are relative paths)")
     source.add_argument("--world-seed", type=int, metavar="N", help="the built-in world's benchmark gallery for seed N")
     parser.add_argument(
-        "--test-queries", type=int, default=1000, help="with --world-seed: benchmark queries (they size the gallery)"
+        "--test-queries",
+        type=int,
+        default=1000,
+        help=f"with --world-seed: benchmark queries, at most {MAX_QUERIES} (they size the gallery)",
     )
     parser.add_argument("--output", required=True, help="index folder (gallery.parquet, index.json, index.faiss)")
     parser.add_argument(

@@ -8,6 +8,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..evaluation.world import check_num_queries
 from ..quickstart import QuickstartSettings, run_quickstart, scot_home
 from ..runtime import RuntimeArguments, resolve_device, resolve_dtype
 from ..training import ScotTrainArguments, ScotTrainingArguments, train_scot
@@ -28,6 +29,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     where, settings, runtime = parse_dataclasses(
         "scot quickstart", cmd_quickstart.__doc__, (QuickstartOutput, QuickstartSettings, RuntimeArguments), args.extra
     )
+    check_num_queries(settings.test_queries, "--test-queries")
     output = Path(where.output) if where.output else scot_home() / QUICKSTART_OUTPUT
     device = resolve_device(runtime.device)
     results = run_quickstart(output, settings, device, resolve_dtype(runtime.dtype, device))

@@ -4,6 +4,11 @@ One public endpoint, `search` (api_name "search"): inputs `image` (an image file
 (scot, image, text, sum, slerp) and `hide_reference`; outputs the result gallery (images captioned with
 rank and score), the modality weight (`{"text": w, "image": 1 - w}` for scot, else None) and a JSON report
 (`method`, `modality_weight`, `hidden`, `results`: rank, id, score).
+
+Up to CONCURRENCY_LIMIT searches run at once and share model batches (see DemoSearch). Gradio does not decode
+the uploaded image: the search reads it with `load_image`, so the page refuses the images the CLI refuses
+(too many pixels, broken files) with the same message. The server hands out only its own static files, the
+uploads and the result images, which are PNG copies of gallery images kept in a folder of their own.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from ..quickstart import scot_home
 from .examples import world_examples
 from .gradio_import import import_gradio
 from .resources import load_resources
+from .result_images import ResultImages
 from .search import DemoInputError, DemoSearch
 from .settings import DemoSettings
 
@@ -25,6 +31,9 @@ API_NAME = "search"
 DEFAULT_K = 10
 MAX_K = 50
 MAX_UPLOAD = "10mb"
+CONCURRENCY_LIMIT = 64
+MAX_THREADS = 80
+"""Gradio's worker threads: the searches waiting for a batch, and the uploads and result files besides."""
 PIXEL_ART = "pixel-art"
 CSS = (
     "#reference img { width: 100%; height: 100%; object-fit: contain; } "
@@ -53,33 +62,56 @@ def describe_gallery(search: DemoSearch) -> str:
     return f"{count} images of the folder {Path(source['root']).name}"
 
 
-def build_app(search: DemoSearch, examples: list[tuple[str, str]]) -> gradio.Blocks:
-    """The Blocks app over `search`, with `examples` (reference image file, modification text) to click."""
-    gr = import_gradio()
+def uploaded_file(payload: dict | None, upload_folder: str) -> str | None:
+    """The server path of the uploaded image that `payload` (Gradio's file data, unprocessed) names; a
+    DemoInputError when it names a file outside `upload_folder`, where Gradio keeps uploads and examples."""
+    if payload is None:
+        return None
+    path = payload.get("path") if isinstance(payload, dict) else None
+    if not isinstance(path, str) or not Path(path).resolve().is_relative_to(Path(upload_folder).resolve()):
+        raise DemoInputError("the reference image must be a file uploaded to this app")
+    return path
 
-    def run(image, text: str, k: float, method: str, hide_reference: bool):
+
+def result_count(k: object, largest: int) -> int:
+    """The number of results `k` asks for, a whole number from 1 to `largest`, else a DemoInputError."""
+    if isinstance(k, bool) or not isinstance(k, (int, float)) or not 1 <= k <= largest or k != int(k):
+        raise DemoInputError(f"the number of results must be a whole number from 1 to {largest}, got {k!r}")
+    return int(k)
+
+
+def build_app(
+    search: DemoSearch, examples: list[tuple[str, str]], results: ResultImages | None = None
+) -> gradio.Blocks:
+    """The Blocks app over `search`, with `examples` (reference image file, modification text) to click; result
+    images are served from `results` (default: under `$SCOT_HOME/demo/results`)."""
+    gr = import_gradio()
+    results = results or ResultImages(search.index.source, scot_home() / "demo" / "results")
+    gr.set_static_paths([results.folder])
+    largest_k = min(MAX_K, len(search.index))
+
+    def run(image: dict | None, text: str | None, k: float, method: str, hide_reference: bool):
+        """Inputs arrive unprocessed (`preprocess=False`): the image as Gradio's file data, not yet opened."""
         try:
-            result = search.search(image, text or "", int(k), method, hide_reference)
+            path = uploaded_file(image, reference.GRADIO_CACHE)
+            result = search.search(path, str(text or ""), result_count(k, largest_k), method, bool(hide_reference))
         except DemoInputError as err:
             raise gr.Error(str(err), print_exception=False) from None
         if not result.hits:
             gr.Warning("no gallery image is left to show: every one is a copy of the reference image")
-        gallery = [(search.image(hit.id), f"#{hit.rank}  score {hit.score:.3f}") for hit in result.hits]
+        gallery = [(str(results.path(hit.id)), f"#{hit.rank}  score {hit.score:.3f}") for hit in result.hits]
         weight = result.modality_weight
         return gallery, None if weight is None else {"text": weight, "image": 1 - weight}, result.report()
 
-    largest_k = min(MAX_K, len(search.index))
     classes = [PIXEL_ART] if search.index.source.get("kind") == "world" else []
     with gr.Blocks(title="SCOT composed image retrieval", analytics_enabled=False) as app:
         gr.Markdown(INTRO.format(gallery=describe_gallery(search)))
         with gr.Row():
             with gr.Column(scale=1):
-                image = gr.Image(
+                reference = gr.Image(
                     label="reference image",
-                    type="pil",
-                    image_mode="RGB",
+                    type="filepath",
                     sources=["upload", "clipboard"],
-                    format="png",
                     height=256,
                     elem_id="reference",
                     elem_classes=classes,
@@ -95,7 +127,6 @@ def build_app(search: DemoSearch, examples: list[tuple[str, str]]) -> gradio.Blo
                 gallery = gr.Gallery(
                     label="results",
                     columns=5,
-                    format="png",
                     object_fit="contain",
                     elem_id="results",
                     elem_classes=classes,
@@ -106,14 +137,15 @@ def build_app(search: DemoSearch, examples: list[tuple[str, str]]) -> gradio.Blo
         if examples:
             gr.Examples(
                 [list(example) for example in examples],
-                [image, text],
+                [reference, text],
                 cache_examples=False,
                 api_visibility="private",
                 label="world queries (click one, then Search)",
             )
-        inputs, outputs = [image, text, k, method, hide_reference], [gallery, weight, report]
-        button.click(run, inputs, outputs, api_name=API_NAME, concurrency_id=API_NAME)
-        text.submit(run, inputs, outputs, api_visibility="private", concurrency_id=API_NAME)
+        inputs, outputs = [reference, text, k, method, hide_reference], [gallery, weight, report]
+        shared = dict(preprocess=False, concurrency_limit=CONCURRENCY_LIMIT, concurrency_id=API_NAME)
+        button.click(run, inputs, outputs, api_name=API_NAME, **shared)
+        text.submit(run, inputs, outputs, api_visibility="private", **shared)
     return app
 
 
@@ -136,6 +168,7 @@ def launch_app(app: gradio.Blocks, host: str | None = None, port: int | None = N
         prevent_thread_lock=not block,
         show_error=True,
         quiet=not block,
+        max_threads=MAX_THREADS,
         max_file_size=MAX_UPLOAD,
         css=CSS,
     )

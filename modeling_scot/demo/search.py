@@ -1,4 +1,8 @@
-"""The demo's search: a reference image and a modification text, composed by one method, against a gallery index."""
+"""The demo's search: a reference image and a modification text, composed by one method, against a gallery index.
+
+Searches from many threads at once are run in batches (one encoder pass for all their images, one for all
+their texts), one batch at a time: the model and its tokenizer are only ever used by one thread.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +11,21 @@ from dataclasses import asdict, dataclass
 import torch
 from PIL import Image
 
-from ..methods import METHODS
+from ..encoding import encode_images, encode_texts
+from ..methods import METHODS, ScotMethod, build_method
 from ..modeling_scot import ScotModel
-from ..processing_scot import ImageInput
+from ..processing_scot import ImageInput, load_image
 from ..retrieval.index import GalleryIndex
-from ..retrieval.query import compose_query, search_query
+from ..retrieval.query import ComposedQuery, search_query
 from ..retrieval.sources import gallery_image
+from .batching import Batcher
 
 DUPLICATE_SCORE = 0.999
 """Gallery images at least this similar (cosine) to the reference image count as the reference itself."""
 MAX_HIDDEN = 10
 TEXT_FREE_METHODS = ("image",)
+MAX_BATCH_SIZE = 64
+REFERENCE_NAME = "reference image"
 
 
 class DemoInputError(ValueError):
@@ -53,16 +61,54 @@ class SearchResult:
         }
 
 
-class DemoSearch:
-    """Searches `index` with queries composed by `model`, and shows the gallery images the index names."""
+@dataclass(frozen=True)
+class _Query:
+    """One checked search waiting for its batch: the decoded reference image and the rest of the query."""
 
-    def __init__(self, model: ScotModel, index: GalleryIndex):
+    reference: Image.Image
+    text: str
+    k: int
+    method: str
+    hide_reference: bool
+
+
+@torch.inference_mode()
+def compose_queries(
+    model: ScotModel, images: list[Image.Image], texts: list[str], methods: list[str]
+) -> list[ComposedQuery]:
+    """The query of each (image, text, method name), like `compose_query`, with all the images embedded in one
+    batch and all the texts in another."""
+    image_embeds = encode_images(model, images, progress=False)
+    text_embeds = encode_texts(model, texts, progress=False)
+    query_embeds, weights = torch.empty_like(image_embeds), [None] * len(methods)
+    for name in dict.fromkeys(methods):
+        rows = [row for row, method in enumerate(methods) if method == name]
+        method = build_method(name)
+        if isinstance(method, ScotMethod):
+            output = model.compose(image_embeds[rows].to(model.device), text_embeds[rows].to(model.device))
+            query_embeds[rows] = output.query_embeds.float().cpu()
+            for row, weight in zip(rows, output.modality_weight.reshape(-1).tolist()):
+                weights[row] = weight
+        else:
+            query_embeds[rows] = method.queries(model, image_embeds[rows], text_embeds[rows]).float().cpu()
+    return [
+        ComposedQuery(query_embeds[row : row + 1], image_embeds[row : row + 1], weights[row])
+        for row in range(len(methods))
+    ]
+
+
+class DemoSearch:
+    """Searches `index` with queries composed by `model`, and shows the gallery images the index names.
+    Safe to call from many threads: concurrent searches share batches of up to `max_batch_size`."""
+
+    def __init__(self, model: ScotModel, index: GalleryIndex, max_batch_size: int = MAX_BATCH_SIZE):
         if index.source is None:
             raise ValueError(
                 "the gallery index does not record where its images are: rebuild it with "
                 "scot index (--images DIR or --world-seed N)"
             )
-        self.model, self.index = model, index
+        self.model, self.index = model.eval(), index
+        self._batcher = Batcher(self._run_batch, max_batch_size, name="scot-demo-search")
         self.image(index.ids[0])  # fails here, not at the first search, when the images cannot be found
 
     def image(self, item: str) -> Image.Image:
@@ -80,7 +126,9 @@ class DemoSearch:
         self, image: ImageInput | None, text: str, k: int, method: str = "scot", hide_reference: bool = True
     ) -> SearchResult:
         """The `k` best gallery images for `image` modified by `text`; with `hide_reference`, gallery copies of
-        the reference image are left out. Raises DemoInputError on a query that cannot run."""
+        the reference image are left out. `image` (a file path or an image) is read by `load_image` in the
+        calling thread, its pixel limit included; the model work waits for a batch. Raises DemoInputError on a
+        query that cannot run."""
         if image is None:
             raise DemoInputError("no reference image: upload one, or pick an example")
         if method not in METHODS:
@@ -89,11 +137,24 @@ class DemoSearch:
             raise DemoInputError("no modification text: type what to change (only the 'image' method ignores it)")
         if k < 1:
             raise DemoInputError(f"the number of results must be at least 1, got {k}")
-        query = compose_query(self.model, image, text.strip(), method)
-        hidden = self._duplicates(query.image_embeds) if hide_reference else []
-        scores, ids = search_query(self.index, query, k, hidden)
-        hits = [Hit(rank, item, round(score, 6)) for rank, (item, score) in enumerate(zip(ids, scores), start=1)]
-        return SearchResult(method, hits, query.modality_weight, hidden)
+        try:
+            reference = load_image(image, REFERENCE_NAME)
+        except (ValueError, OSError) as err:
+            raise DemoInputError(str(err)) from err
+        return self._batcher(_Query(reference, text.strip(), k, method, hide_reference))
+
+    @torch.inference_mode()
+    def _run_batch(self, queries: list[_Query]) -> list[SearchResult]:
+        results = []
+        images, texts = [query.reference for query in queries], [query.text for query in queries]
+        composed_queries = compose_queries(self.model, images, texts, [query.method for query in queries])
+        for query, composed in zip(queries, composed_queries):
+            hidden = self._duplicates(composed.image_embeds) if query.hide_reference else []
+            scores, ids = search_query(self.index, composed, query.k, hidden)
+            ranked = enumerate(zip(ids, scores), start=1)
+            hits = [Hit(rank, item, round(score, 6)) for rank, (item, score) in ranked]
+            results.append(SearchResult(query.method, hits, composed.modality_weight, hidden))
+        return results
 
 
-__all__ = ["DUPLICATE_SCORE", "DemoInputError", "DemoSearch", "Hit", "SearchResult"]
+__all__ = ["DUPLICATE_SCORE", "DemoInputError", "DemoSearch", "Hit", "SearchResult", "compose_queries"]

@@ -21,7 +21,8 @@ Box = tuple[float, float, float, float]
 
 
 class AnnotationError(ValueError):
-    """A benchmark file that cannot be read as the official format: names the file, the entry and the field."""
+    """A JSON file (a benchmark's annotations, a saved index's manifest) that cannot be read as its format: names
+    the file, the entry and the field."""
 
     def __init__(
         self,
@@ -173,11 +174,11 @@ def check_images(split: CIRSplit, shown: int = 5) -> None:
     """Raise [`MissingImagesError`] listing the first `shown` missing image files and how many are missing."""
     missing = sorted({str(path) for path in split.image_paths.values() if not Path(path).is_file()})
     if missing:
-        listed = "\n  ".join(missing[:shown])
-        more = f"\n  ... and {len(missing) - shown} more" if len(missing) > shown else ""
+        listed = ", ".join(missing[:shown])
+        more = f" ... and {len(missing) - shown} more" if len(missing) > shown else ""
         raise MissingImagesError(
             f"{split.name}: {len(missing)} of {len(set(split.image_paths.values()))} "
-            f"image files are missing:\n  {listed}{more}"
+            f"image files are missing: {listed}{more}"
         )
 
 
@@ -212,13 +213,14 @@ def read_json(file: Path) -> object:
 
 @dataclass(frozen=True)
 class Entry:
-    """One object of an annotation file, with typed field access that fails as [`AnnotationError`].
+    """One object of an annotation file (entry `index` of a list; None for a file holding one object), with typed
+    field access that fails as [`AnnotationError`].
 
     Nested objects share their entry's index and id; their fields are reported as "parent.field".
     """
 
     file: Path
-    index: int
+    index: int | None
     data: Mapping[str, object]
     entry_id: str | None = None
     prefix: str = ""
@@ -240,6 +242,13 @@ class Entry:
 
     def text(self, name: str) -> str:
         return self.get(name, str)
+
+    def count(self, name: str, minimum: int = 0) -> int:
+        """An integer field of at least `minimum`."""
+        value = self.get(name, int)
+        if value < minimum:
+            raise self.error(name, f"expected an integer >= {minimum}, got {value}")
+        return value
 
     def image_id(self, name: str) -> str:
         """An image id given as a string or an integer, as a string."""

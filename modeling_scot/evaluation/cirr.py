@@ -71,7 +71,7 @@ def _relative_paths(file: Path) -> dict[str, str]:
     if not isinstance(data, dict):
         raise AnnotationError(file, f"expected an object mapping image names to paths, got {type(data).__name__}")
     for name, path in data.items():
-        if not isinstance(path, str):
+        if not isinstance(path, str) or not Path(path).parts:
             raise AnnotationError(file, f"expected a relative path string, got {path!r}", entry_id=name)
     return data
 

@@ -141,12 +141,30 @@ def write_faiss_index(index, path: Path, kind: str) -> None:
     os.replace(tmp, path)
 
 
-def read_faiss_index(path: Path, kind: str, params: dict[str, int]):
-    """An index written by [`write_faiss_index`], with its search parameters set."""
+def _index_class(faiss, kind: str) -> type:
+    classes = {"flat": faiss.IndexFlat, "ivf": faiss.IndexIVFFlat, "hnsw": faiss.IndexHNSWFlat, "ivfpq": faiss.IndexIVFPQ}
+    return classes[kind]
+
+
+def read_faiss_index(path: Path, kind: str, params: dict[str, int], count: int):
+    """An index written by [`write_faiss_index`] for `count` gallery rows, with its search parameters set; a
+    ValueError naming the file when it cannot be read or is not an inner-product `kind` index of `count` vectors
+    (with `params`' nlist for IVF kinds)."""
     faiss = import_faiss(kind)
     if not path.is_file():
         raise FileNotFoundError(f"faiss index file {str(path)!r} does not exist")
-    index = faiss.read_index(str(path))
+    try:
+        index = faiss.read_index(str(path))
+    except (RuntimeError, MemoryError) as error:
+        raise ValueError(f"{path} is not a readable faiss index: {' '.join(str(error).split())[:300]}") from None
+    if not isinstance(index, _index_class(faiss, kind)) or index.metric_type != faiss.METRIC_INNER_PRODUCT:
+        raise ValueError(
+            f"{path} holds a {type(index).__name__} (metric {index.metric_type}), not a {kind!r} inner-product index"
+        )
+    if index.ntotal != count:
+        raise ValueError(f"{path} holds {index.ntotal} vectors for {count} gallery rows")
+    if "nlist" in params and index.nlist != params["nlist"]:
+        raise ValueError(f"{path} has {index.nlist} inverted lists but index.json's params say nlist={params['nlist']}")
     configure(index, kind, params)
     return index
 

@@ -23,6 +23,7 @@ from ..io_utils import write_json
 from .faiss_backend import (
     FAISS_KINDS,
     INSTALL_HINT,
+    PARAM_NAMES,
     build_faiss_index,
     faiss_available,
     faiss_search,
@@ -231,11 +232,12 @@ class GalleryIndex:
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> GalleryIndex:
-        """An index saved with [`GalleryIndex.save`]; faiss kinds keep only ids and the faiss index in memory."""
+        """An index saved with [`GalleryIndex.save`]; faiss kinds keep only ids and the faiss index in memory.
+
+        Every file is checked first: `index.json`'s fields, the gallery file's columns, ids and finite rows, and
+        the faiss index's type, metric, dimension and size; each problem is a ValueError naming the file."""
         folder = Path(folder)
-        config = read_manifest(folder, CONFIG_FILE, "gallery index")
-        if config.get("format") != FORMAT or config.get("kind") not in KINDS:
-            raise ValueError(f"{folder / CONFIG_FILE} is not a {FORMAT} config (format {config.get('format')!r})")
+        config = read_config(folder)
         kind, params, dim = config["kind"], config["params"], config["dim"]
         embeddings, faiss_index = None, None
         if kind == "exact":
@@ -243,7 +245,7 @@ class GalleryIndex:
             found_dim = embeddings.shape[1]
         else:
             ids = read_ids(folder / EMBEDDINGS_FILE)
-            faiss_index = read_faiss_index(folder / FAISS_FILE, kind, params)
+            faiss_index = read_faiss_index(folder / FAISS_FILE, kind, params, len(ids))
             found_dim = faiss_index.d
         if (len(ids), found_dim) != (config["count"], dim):
             raise ValueError(
@@ -260,8 +262,39 @@ class GalleryIndex:
             model_fingerprint=config["model_fingerprint"],
             normalized=config["normalized"],
             gallery_file=folder / EMBEDDINGS_FILE,
-            source=config.get("source"),
+            source=config["source"],
         )
 
 
-__all__ = ["AUTO_APPROXIMATE_ABOVE", "KINDS", "GalleryIndex", "resolve_kind"]
+def read_config(folder: Path) -> dict:
+    """The fields of a saved index's `index.json`, each checked; an `AnnotationError` (a ValueError) naming the
+    file and the field otherwise."""
+    config = read_manifest(folder, CONFIG_FILE, "gallery index")
+    if config.data.get("format") != FORMAT:
+        raise config.error("format", f"expected {FORMAT!r}, got {config.data.get('format')!r}: not a saved index")
+    if config.count("format_version") != FORMAT_VERSION:
+        raise config.error("format_version", f"this version reads format_version {FORMAT_VERSION}")
+    kind = config.text("kind")
+    if kind not in KINDS[1:]:
+        raise config.error("kind", f"expected one of {list(KINDS[1:])}, got {kind!r}")
+    params = config.get("params", dict)
+    names = PARAM_NAMES.get(kind, ())
+    if set(params) != set(names) or not all(type(value) is int and value >= 1 for value in params.values()):
+        raise config.error("params", f"kind {kind!r} takes positive integers {list(names)}, got {params!r:.200}")
+    if config.text("metric") != METRIC:
+        raise config.error("metric", f"expected {METRIC!r}, got {config.data['metric']!r}")
+    source = config.data.get("source")
+    if source is not None and not isinstance(source, dict):
+        raise config.error("source", f"expected an object or null, got {type(source).__name__}")
+    return {
+        "kind": kind,
+        "params": params,
+        "dim": config.count("dim", 1),
+        "count": config.count("count", 1),
+        "normalized": config.get("normalized", bool),
+        "model_fingerprint": config.get("model_fingerprint", (str, type(None))),
+        "source": source,
+    }
+
+
+__all__ = ["AUTO_APPROXIMATE_ABOVE", "KINDS", "GalleryIndex", "read_config", "resolve_kind"]

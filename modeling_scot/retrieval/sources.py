@@ -7,6 +7,7 @@ Sources hold paths, rows or scenes, never decoded images, so large galleries str
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Sequence
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 from datasets import Dataset
+from datasets import Image as ImageFeature
 from PIL import Image
 
 from ..processing_scot import load_image
@@ -99,13 +101,18 @@ class ImageFiles:
 
 class DatasetImages:
     """The images of a `datasets.Dataset` column (an `Image` feature, paths or arrays); ids from `id_column`
-    (default: `row-<index>`)."""
+    (default: `row-<index>`). An `Image` column is read undecoded and decoded by `load_image`, so its pixel
+    limit and error messages apply to dataset images too."""
 
     def __init__(self, dataset: Dataset, image_column: str = "image", id_column: str | None = None):
         for column in (image_column, id_column):
             if column is not None and column not in dataset.column_names:
                 raise ValueError(f"the dataset has no column {column!r}; it has {dataset.column_names}")
-        self.images = dataset.select_columns([image_column])
+        images = dataset.select_columns([image_column])
+        self.fingerprint = images._fingerprint
+        if isinstance(images.features[image_column], ImageFeature):
+            images = images.cast_column(image_column, ImageFeature(decode=False))
+        self.images = images
         self.image_column = image_column
         self.id_column = id_column
         if id_column is None:
@@ -114,10 +121,17 @@ class DatasetImages:
             self.ids = [str(value) for value in dataset[id_column]]
 
     def image(self, index: int) -> Image.Image:
-        return load_image(self.images[index][self.image_column], f"gallery image {self.ids[index]!r}")
+        value, name = self.images[index][self.image_column], f"gallery image {self.ids[index]!r}"
+        if isinstance(value, dict) and set(value) == {"bytes", "path"}:  # an undecoded `Image` feature
+            if value["bytes"] is not None:
+                return load_image(io.BytesIO(value["bytes"]), name)
+            if value["path"] is not None:
+                return load_image(value["path"], name)
+            raise ValueError(f"{name} has neither bytes nor a path in column {self.image_column!r}")
+        return load_image(value, name)
 
     def content_key(self) -> str:
-        return json.dumps([self.images._fingerprint, self.image_column, self.id_column])
+        return json.dumps([self.fingerprint, self.image_column, self.id_column])
 
 
 class WorldGallery:

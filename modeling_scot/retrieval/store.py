@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -17,15 +17,20 @@ from datasets import Features, List, Value
 
 from ..io_utils import write_json
 
+if TYPE_CHECKING:
+    from ..evaluation.cir_data import Entry
+
 EMBEDDINGS_FILE = "gallery.parquet"
 MANIFEST_FILE = "gallery.json"
 FORMAT = "scot-gallery"
 FORMAT_VERSION = 1
 NORM_TOLERANCE = 1e-3
 SHOWN = 5
+BATCH_ROWS = 65_536
+"""Rows read at a time when checking a gallery file's embeddings without holding them all."""
 
 
-def listed(items: Sequence[str]) -> str:
+def listed(items: Sequence[object]) -> str:
     """The first few items and how many there are in all, for error messages."""
     shown = ", ".join(repr(item) for item in items[:SHOWN])
     return f"{shown}{f' ... ({len(items)} in all)' if len(items) > SHOWN else ''}"
@@ -40,19 +45,20 @@ def check_embeddings(embeddings: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} is empty: shape {tuple(embeddings.shape)}")
     bad_rows = (~torch.isfinite(embeddings).all(dim=1)).nonzero().flatten().tolist()
     if bad_rows:
-        rows = listed([str(row) for row in bad_rows])
+        rows = listed(bad_rows)
         raise ValueError(f"{name} has NaN or infinite values in {len(bad_rows)} row(s): {rows}")
 
 
-def check_ids(ids: Sequence[str], count: int) -> None:
-    """Raise a ValueError unless there are `count` distinct string ids."""
+def check_ids(ids: Sequence[str], count: int, where: str = "gallery") -> None:
+    """Raise a ValueError, naming `where`, unless there are `count` distinct string ids."""
     if len(ids) != count:
-        raise ValueError(f"got {len(ids)} ids for {count} embeddings")
-    if not all(isinstance(item, str) for item in ids):
-        raise ValueError("gallery ids must be strings")
+        raise ValueError(f"{where}: got {len(ids)} ids for {count} embeddings")
+    not_strings = [row for row, item in enumerate(ids) if not isinstance(item, str)]
+    if not_strings:
+        raise ValueError(f"{where}: ids must be strings, got other values in rows {listed(not_strings)}")
     duplicates = [item for item, seen in Counter(ids).items() if seen > 1]
     if duplicates:
-        raise ValueError(f"gallery ids must be unique; repeated: {listed(duplicates)}")
+        raise ValueError(f"{where}: ids must be unique; repeated: {listed(duplicates)}")
 
 
 def is_normalized(embeddings: torch.Tensor) -> bool:
@@ -73,29 +79,104 @@ def write_embeddings(path: Path, ids: Sequence[str], embeddings: torch.Tensor) -
     os.replace(tmp, path)
 
 
+def _open_gallery_file(path: Path) -> pq.ParquetFile:
+    """A gallery parquet file whose schema holds string `id`s and fixed-size float `embedding`s."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"gallery file {str(path)!r} does not exist")
+    try:
+        handle = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as error:
+        raise ValueError(f"{path} is not a readable parquet file: {error}") from None
+    schema = handle.schema_arrow
+    for name, holds, expected in (
+        ("id", pa.types.is_string, "strings"),
+        ("embedding", lambda kind: pa.types.is_fixed_size_list(kind) and pa.types.is_floating(kind.value_type),
+         "fixed-size lists of floats"),
+    ):
+        if schema.get_field_index(name) < 0:
+            raise ValueError(f"{path}: column {name!r} is missing (columns: {schema.names})")
+        if not holds(schema.field(name).type):
+            raise ValueError(f"{path}: column {name!r} must hold {expected}, got {schema.field(name).type}")
+    if schema.field("embedding").type.list_size < 1:
+        raise ValueError(f"{path}: column 'embedding' holds empty lists")
+    return handle
+
+
+def _read_column(handle: pq.ParquetFile, path: Path, name: str, batch_rows: int | None = None):
+    """The batches of one column (all at once without `batch_rows`); a ValueError naming the file on bad data."""
+    try:
+        if batch_rows is None:
+            yield handle.read(columns=[name]).column(0).combine_chunks()
+        else:
+            for batch in handle.iter_batches(batch_size=batch_rows, columns=[name]):
+                yield batch.column(0)
+    except (pa.ArrowException, OSError) as error:
+        raise ValueError(f"{path}: cannot read column {name!r}: {error}") from None
+
+
+def _embedding_rows(column: pa.Array, path: Path, first_row: int) -> np.ndarray:
+    """A chunk of the `embedding` column as (rows, dim) float32; a ValueError naming null rows."""
+    if column.null_count:
+        rows = [first_row + row for row, valid in enumerate(column.is_valid().to_pylist()) if not valid]
+        raise ValueError(f"{path}: column 'embedding' is null in rows {listed(rows)}")
+    values = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    return values.reshape(len(column), column.type.list_size)
+
+
+def _check_finite_rows(embeddings: np.ndarray, ids: list[str], path: Path, first_row: int) -> None:
+    bad_rows = [first_row + row for row in np.flatnonzero(~np.isfinite(embeddings).all(axis=1)).tolist()]
+    if bad_rows:
+        raise ValueError(
+            f"{path}: the embeddings of {len(bad_rows)} row(s) hold NaN or infinite values: ids "
+            f"{listed([ids[row] for row in bad_rows])} (rows {listed(bad_rows)}); "
+            "files written by scot never hold such rows: the file is damaged, rebuild it"
+        )
+
+
+def _read_gallery_ids(handle: pq.ParquetFile, path: Path) -> list[str]:
+    try:
+        ids = next(_read_column(handle, path, "id")).to_pylist()
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: column 'id' holds text that is not UTF-8 ({error.reason})") from None
+    check_ids(ids, handle.metadata.num_rows, str(path))
+    return ids
+
+
 def read_ids(path: Path) -> list[str]:
-    """The `id` column of an embeddings parquet file."""
-    return pq.read_table(path, columns=["id"]).column("id").to_pylist()
+    """The `id` column of a gallery parquet file, after checking every embedding row is finite (read in
+    batches, so the embeddings are never all in memory)."""
+    handle = _open_gallery_file(path)
+    ids = _read_gallery_ids(handle, path)
+    first_row = 0
+    for column in _read_column(handle, path, "embedding", BATCH_ROWS):
+        _check_finite_rows(_embedding_rows(column, path, first_row), ids, path, first_row)
+        first_row += len(column)
+    return ids
 
 
 def read_embeddings(path: Path) -> tuple[list[str], torch.Tensor]:
-    """Ids and the (N, D) float32 embeddings of an embeddings parquet file."""
-    table = pq.read_table(path)
-    column = table.column("embedding").combine_chunks()
-    dim = column.type.list_size
-    values = column.values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-    return table.column("id").to_pylist(), torch.from_numpy(values.reshape(-1, dim).copy())
+    """Ids and the (N, D) float32 embeddings of a gallery parquet file; a ValueError naming the file for a
+    missing or mistyped column, a null, repeated or non-string id, or rows holding NaN or infinite values."""
+    handle = _open_gallery_file(path)
+    ids = _read_gallery_ids(handle, path)
+    embeddings = _embedding_rows(next(_read_column(handle, path, "embedding")), path, 0)
+    _check_finite_rows(embeddings, ids, path, 0)
+    return ids, torch.from_numpy(embeddings.copy())
 
 
-def read_manifest(folder: Path, file_name: str, what: str) -> dict:
-    """The JSON file `file_name` of `folder`; a clear error when it is missing or not JSON."""
+def read_manifest(folder: Path, file_name: str, what: str) -> Entry:
+    """The JSON object in file `file_name` of `folder`, for typed field access; a FileNotFoundError when it is
+    missing, an `AnnotationError` (a ValueError naming the file) when it is not a JSON object."""
+    from ..evaluation.cir_data import Entry, read_json  # evaluation imports retrieval: resolve at call time
+
     path = Path(folder) / file_name
     if not path.is_file():
         raise FileNotFoundError(f"{folder} is not a {what}: it has no {file_name}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from err
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise Entry(path, None, {}).error(None, f"expected a JSON object, got {type(data).__name__}")
+    return Entry(path, None, data)
 
 
 @dataclass
@@ -148,13 +229,18 @@ class Gallery:
         """A gallery saved with [`Gallery.save`]."""
         folder = Path(folder)
         manifest = read_manifest(folder, MANIFEST_FILE, "saved gallery")
+        count, dim = manifest.count("count", 1), manifest.count("dim", 1)
+        fingerprint = manifest.get("model_fingerprint", (str, type(None)))
+        skipped = manifest.get("skipped", list)
+        if not all(isinstance(item, str) for item in skipped):
+            raise manifest.error("skipped", f"expected a list of image ids, got {skipped!r:.200}")
         ids, embeddings = read_embeddings(folder / EMBEDDINGS_FILE)
-        if embeddings.shape != (manifest["count"], manifest["dim"]):
+        if embeddings.shape != (count, dim):
             raise ValueError(
                 f"{folder / EMBEDDINGS_FILE} holds {tuple(embeddings.shape)} embeddings but {MANIFEST_FILE} "
-                f"says ({manifest['count']}, {manifest['dim']})"
+                f"says ({count}, {dim})"
             )
-        return cls(ids, embeddings, manifest["model_fingerprint"], list(manifest["skipped"]))
+        return cls(ids, embeddings, fingerprint, list(skipped))
 
 
 __all__ = ["Gallery", "check_embeddings", "check_ids", "read_embeddings", "read_ids", "write_embeddings"]

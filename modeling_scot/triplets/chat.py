@@ -11,7 +11,7 @@ from typing import Any
 from .backend import CaptionRequest, TripletBackend
 from .prompts import PROMPT_VERSION, build_messages
 from .record import TripletRecord
-from .validation import Attempt, Limits, Rejected, TripletValidator
+from .validation import Attempt, Limits, Rejected, TripletValidator, storable
 
 NOT_SENT = "not_sent"
 """The reason of an attempt whose request was never sent (a request cap was reached): not a rejection, retry later."""
@@ -83,7 +83,7 @@ class ChatBackend(TripletBackend):
         try:
             record = self.validator.parse(completion.text, request)
         except Rejected as rejected:
-            return Attempt(request, None, rejected.reason, rejected.detail, completion.text)
+            return Attempt(request, None, rejected.reason, rejected.detail, storable(completion.text))
         return Attempt(request, record, raw_response=completion.text)
 
     def attempt(self, requests: Sequence[CaptionRequest]) -> list[Attempt]:

@@ -26,7 +26,9 @@ from .chat import NOT_SENT, ChatBackend, Completion
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
-TRANSIENT_ERRORS = (TimeoutError, ConnectionError, http.client.HTTPException, urllib.error.URLError)
+TRANSIENT_ERRORS = (OSError, http.client.HTTPException)  # timeouts, refused or dropped connections, bad replies
+MAX_RETRY_AFTER = 300.0
+"""The longest wait a Retry-After header can ask for, in seconds."""
 
 
 class _Transient(Exception):
@@ -37,22 +39,26 @@ class _Transient(Exception):
         self.wait = wait
 
 
-def _retry_after(value: str | None) -> float:
-    """Seconds asked by a Retry-After header (seconds or an HTTP date); 0 when absent or unreadable."""
+def retry_after_seconds(value: str | None) -> float:
+    """Seconds asked by a Retry-After header (seconds or an HTTP date), at most `MAX_RETRY_AFTER`; 0 when absent
+    or unreadable."""
     if not value:
         return 0.0
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return 0.0
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return 0.0
+        if when.tzinfo is None:  # "-0000": UTC, RFC 5322
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = (when - datetime.now(timezone.utc)).total_seconds()
+    return min(max(0.0, seconds), MAX_RETRY_AFTER) if seconds == seconds else 0.0
 
 
-def _content(payload: object) -> str:
+def answer_text(payload: object) -> str:
+    """The answer of a chat-completions response body (parsed JSON); raises ValueError when it has none."""
     try:
         content = payload["choices"][0]["message"]["content"]  # type: ignore[index]
     except (KeyError, IndexError, TypeError):
@@ -60,6 +66,18 @@ def _content(payload: object) -> str:
     if not isinstance(content, str):
         raise ValueError("the answer has no choices[0].message.content string")
     return content
+
+
+def parse_answer(body: bytes, url: str) -> str:
+    """The answer text of the HTTP response `body` from `url`; raises ValueError naming `url` otherwise."""
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        raise ValueError(f"{url} answered with a body that is not JSON: {' '.join(str(err).split())[:200]}") from err
+    try:
+        return answer_text(payload)
+    except ValueError as err:
+        raise ValueError(f"{url}: {err}") from err
 
 
 class OpenAIBackend(ChatBackend):
@@ -154,14 +172,11 @@ class OpenAIBackend(ChatBackend):
         except urllib.error.HTTPError as err:
             detail = f"HTTP {err.code} from {self.url}: {' '.join(err.read(300).decode('utf-8', 'replace').split())}"
             if err.code in RETRY_STATUSES:
-                raise _Transient(detail, _retry_after(err.headers.get("Retry-After"))) from err
+                raise _Transient(detail, retry_after_seconds(err.headers.get("Retry-After"))) from err
             raise ValueError(detail) from err
         except TRANSIENT_ERRORS as err:
             raise _Transient(f"{type(err).__name__} from {self.url}: {err}") from err
-        try:
-            return _content(json.loads(payload))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ValueError(f"{self.url} answered with a body that is not JSON: {err}") from err
+        return parse_answer(payload, self.url)
 
     def _complete_one(self, messages: list[dict[str, str]], seed: int) -> Completion:
         body = self._body(messages, seed)
@@ -187,4 +202,4 @@ class OpenAIBackend(ChatBackend):
             return list(pool.map(self._complete_one, conversations, seeds))
 
 
-__all__ = ["DEFAULT_BASE_URL", "OpenAIBackend"]
+__all__ = ["DEFAULT_BASE_URL", "MAX_RETRY_AFTER", "OpenAIBackend", "answer_text", "parse_answer", "retry_after_seconds"]

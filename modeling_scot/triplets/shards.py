@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import re
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ MANIFEST_NAME = "manifest.json"
 LOCK_NAME = ".lock"
 ACCEPTED = "accepted"
 REJECTED = "rejected"
+_TEMP_NAME = re.compile(r"(shard-\d{5,}\.jsonl|manifest\.json)\.tmp")
 
 
 def shard_name(index: int) -> str:
@@ -87,27 +89,86 @@ def shard_paths(folder: Path) -> list[Path]:
     return [folder / name for name in found]
 
 
-def _rows_of(path: Path, start: int) -> Iterator[dict[str, Any]]:
-    position = start
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
+_NONE = type(None)
+ROW_FIELDS: dict[str, tuple[type, ...]] = {
+    "position": (int,),
+    "source_id": (str,),
+    "image": (str,),
+    "caption": (str,),
+    "variant": (int,),
+    "status": (str,),
+    "reason": (str, _NONE),
+    "detail": (str,),
+    "modification": (str, _NONE),
+    "modified_caption": (str, _NONE),
+    "hard_negatives": (list,),
+    "raw_response": (str, _NONE),
+    "generator": (str,),
+    "model": (str, _NONE),
+    "prompt_version": (str,),
+    "temperature": (int, float, _NONE),
+    "seed": (int, _NONE),
+}
+"""The fields of a shard row and the JSON types each may hold (see [`attempt_row`])."""
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _check_row(row: Any, where: str, position: int) -> dict[str, Any]:
+    """`row` when it is a well-formed shard row of request `position`; raises ValueError naming the field otherwise."""
+    if not isinstance(row, dict):
+        raise ValueError(f"{where} is a JSON {_type_name(row)}, not an object")
+    for name, types in ROW_FIELDS.items():
+        if name not in row:
+            raise ValueError(f"{where}: field {name!r} is missing")
+        value = row[name]
+        if isinstance(value, bool) or not isinstance(value, types):
+            expected = " or ".join("null" if kind is _NONE else kind.__name__ for kind in types)
+            raise ValueError(f"{where}: field {name!r} is {_type_name(value)}, expected {expected}")
+    if row["position"] != position:
+        raise ValueError(f"{where}: field 'position' is {row['position']}, expected {position} (rows run in request order)")
+    if row["status"] not in (ACCEPTED, REJECTED):
+        raise ValueError(f"{where}: field 'status' is {row['status']!r}, expected {ACCEPTED!r} or {REJECTED!r}")
+    needed = ("modification", "modified_caption") if row["status"] == ACCEPTED else ("reason",)
+    for name in needed:
+        if row[name] is None:
+            raise ValueError(f"{where}: field {name!r} is null in a row with status {row['status']!r}")
+    for index, value in enumerate(row["hard_negatives"]):
+        if not isinstance(value, str):
+            raise ValueError(f"{where}: field 'hard_negatives' item {index} is {_type_name(value)}, expected str")
+    return row
+
+
+def _rows_of(path: Path, start: int) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(location, row) of every row of the shard `path`, whose first row is request `start`."""
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            where = f"{path}: line {number}"
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}: line {number} is not valid JSON: {err}") from err
-            if not isinstance(row, dict) or row.get("position") != position:
-                raise ValueError(f"{path}: line {number} is not the row of request {position}")
+                row = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as err:
+                raise ValueError(f"{where} is not UTF-8 text: {err}") from err
+            except (json.JSONDecodeError, RecursionError) as err:
+                raise ValueError(f"{where} is not valid JSON: {err}") from err
+            yield where, _check_row(row, where, start + number - 1)
+
+
+def iter_located_rows(folder: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Stream (location, row) for every row of the shards of `folder`, checking each row's fields and that
+    positions run 0, 1, 2, ...; the location names the shard file and line."""
+    position = 0
+    for path in shard_paths(folder):
+        for located in _rows_of(path, position):
             position += 1
-            yield row
+            yield located
 
 
 def iter_shard_rows(folder: Path) -> Iterator[dict[str, Any]]:
-    """Stream every row of the shards of `folder`, checking that positions run 0, 1, 2, ..."""
-    position = 0
-    for path in shard_paths(folder):
-        for row in _rows_of(path, position):
-            position += 1
-            yield row
+    """Stream every row of the shards of `folder` (checked as in [`iter_located_rows`])."""
+    for _, row in iter_located_rows(folder):
+        yield row
 
 
 @dataclass
@@ -141,7 +202,7 @@ def scan_shards(folder: Path) -> ShardState:
     state = ShardState()
     for path in shard_paths(folder):
         start, accepted = state.next_position, state.accepted
-        for row in _rows_of(path, start):
+        for _, row in _rows_of(path, start):
             state.count(row)
         state.shards.append(
             {"file": path.name, "start": start, "end": state.next_position, "accepted": state.accepted - accepted}
@@ -173,7 +234,7 @@ def _checked_state(folder: Path, run: dict[str, Any], resume: bool) -> ShardStat
         if differences:
             raise ValueError(f"--resume: the run in {folder} differs from this one: {'; '.join(differences)}")
     for stale in folder.glob("*.tmp"):
-        if stale.name.startswith(("shard-", MANIFEST_NAME)):
+        if _TEMP_NAME.fullmatch(stale.name):  # a write killed before its rename: this tool's own temp file
             stale.unlink()
     return scan_shards(folder)
 
@@ -286,7 +347,9 @@ __all__ = [
     "REJECTED",
     "ShardState",
     "ShardWriter",
+    "ROW_FIELDS",
     "attempt_row",
+    "iter_located_rows",
     "iter_shard_rows",
     "read_manifest",
     "scan_shards",

@@ -8,6 +8,7 @@ or the built-in world. Each yields [`Caption`]s in a fixed order and describes i
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from abc import ABC, abstractmethod
@@ -17,10 +18,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from datasets import Dataset, DatasetDict, Image, load_dataset, load_from_disk
+from datasets import Dataset, DatasetDict, Image
+from PIL import Image as PILImage
 
+from ..datasets_io import open_dataset
 from ..world import caption, derived_rng, is_test_scene, render_scene, sample_scene, scene_from_id, scene_id
 from .backend import CaptionRequest
+from .validation import is_unicode
 
 TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t", ".jsonl": None}
 WORLD = "world"
@@ -97,7 +101,16 @@ def _field(entry: object, key: str, where: str, types: tuple[type, ...]) -> Any:
     value = entry[key]
     if not isinstance(value, types) or isinstance(value, bool):
         raise ValueError(f"{where}.{key} is {type(value).__name__}, expected {' or '.join(t.__name__ for t in types)}")
+    if isinstance(value, str) and not is_unicode(value):
+        raise ValueError(f"{where}.{key} holds a lone surrogate (not valid Unicode)")
     return value
+
+
+def _read_json(text: str, where: str) -> Any:
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as err:
+        raise ValueError(f"{where} is not valid JSON: {err}") from err
 
 
 class CocoCaptions(CaptionSource):
@@ -109,9 +122,10 @@ class CocoCaptions(CaptionSource):
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ValueError(f"{path} is not valid JSON: {err}") from err
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{path} is not UTF-8 text: {err}") from err
+        data = _read_json(text, str(path))
         images = _field(data, "images", str(path), (list,))
         self.annotations = _field(data, "annotations", str(path), (list,))
         self.files = {}
@@ -148,8 +162,7 @@ class TableCaptions(CaptionSource):
         self.columns = {"image": image_column, "caption": caption_column, "id": id_column or image_column}
         self.delimiter = TABLE_SUFFIXES[path.suffix.lower()]
         if self.delimiter is not None:
-            with path.open(newline="", encoding="utf-8") as handle:
-                header = next(csv.reader(handle, delimiter=self.delimiter), [])
+            header = next((row for _, row in self._read(csv.reader)), [])
             missing = [name for name in self.columns.values() if name not in header]
             if missing:
                 raise ValueError(f"{path} has no column {missing[0]!r} (its columns: {', '.join(header) or 'none'})")
@@ -157,19 +170,31 @@ class TableCaptions(CaptionSource):
     def spec(self) -> dict[str, Any]:
         return {**_file_spec("table", self.path), "columns": self.columns}
 
-    def _rows(self) -> Iterator[tuple[str, dict]]:
+    def _read(self, reader_type: Callable) -> Iterator[tuple[str, Any]]:
+        """(location, row) of the rows a csv reader of `reader_type` reads from the table."""
         with self.path.open(newline="", encoding="utf-8") as handle:
-            if self.delimiter is not None:
-                reader = csv.DictReader(handle, delimiter=self.delimiter)
+            reader = reader_type(handle, delimiter=self.delimiter)
+            try:
                 for row in reader:
                     yield f"{self.path}: line {reader.line_num}", row
-                return
-            for number, line in enumerate(handle, 1):
+            except UnicodeDecodeError as err:
+                raise ValueError(f"{self.path} is not UTF-8 text (after line {reader.line_num}): {err}") from err
+            except csv.Error as err:
+                raise ValueError(f"{self.path}: line {reader.line_num}: {err}") from err
+
+    def _rows(self) -> Iterator[tuple[str, Any]]:
+        if self.delimiter is not None:
+            yield from self._read(csv.DictReader)
+            return
+        with self.path.open("rb") as handle:
+            for number, raw in enumerate(handle, 1):
+                where = f"{self.path}: line {number}"
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise ValueError(f"{where} is not UTF-8 text: {err}") from err
                 if line.strip():
-                    try:
-                        yield f"{self.path}: line {number}", json.loads(line)
-                    except json.JSONDecodeError as err:
-                        raise ValueError(f"{self.path}: line {number} is not valid JSON: {err}") from err
+                    yield where, _read_json(line, where)
 
     def __iter__(self) -> Iterator[Caption]:
         for where, row in self._rows():
@@ -181,13 +206,10 @@ class TableCaptions(CaptionSource):
 
 
 def _load_dataset(source: str, split: str) -> Dataset:
-    path = Path(source)
-    saved = any((path / name).is_file() for name in ("state.json", "dataset_dict.json"))
     try:
-        dataset = load_from_disk(source) if saved else load_dataset(source, split=split)
-    except Exception as err:  # datasets raises many types for an unloadable source
-        message = " ".join(str(err).split())
-        raise ValueError(f"--captions {source!r} is neither a captions file nor a loadable dataset: {message}") from err
+        dataset = open_dataset(source, split)
+    except ValueError as err:
+        raise ValueError(f"--captions {source!r} is neither a captions file nor a loadable dataset: {err}") from err
     if isinstance(dataset, DatasetDict):
         if split not in dataset:
             raise ValueError(f"dataset {source!r} has no split {split!r} (its splits: {', '.join(dataset)})")
@@ -291,11 +313,22 @@ ImageLookup = Callable[[str, str], dict[str, Any]]
 
 
 def _local_file(root: Path | None) -> ImageLookup:
+    """Reads image files: under `root` (never outside it) when given, else at the paths as given."""
+    base = root.resolve() if root is not None else None
+
     def lookup(source_id: str, image: str) -> dict[str, Any]:
         path = root / image if root is not None else Path(image)
+        if base is not None and not path.resolve().is_relative_to(base):
+            raise ValueError(f"image of {source_id!r} is outside --images-root {root}: {image}")
         if not path.is_file():
             raise FileNotFoundError(f"image of {source_id!r} not found: {path}")
-        return {"bytes": path.read_bytes(), "path": path.name}
+        data = path.read_bytes()
+        try:
+            with PILImage.open(io.BytesIO(data)):
+                pass
+        except (OSError, ValueError, SyntaxError, PILImage.DecompressionBombError) as err:
+            raise ValueError(f"image of {source_id!r} is not an image file: {path} ({err})") from err
+        return {"bytes": data, "path": path.name}
 
     return lookup
 

@@ -24,12 +24,13 @@ def _dtype(name: str) -> torch.dtype | str:
 class TransformersBackend(ChatBackend):
     """Writes triplets with any causal LM with a chat template, from a Hub id or a local folder.
 
+    The model's weights load from safetensors files only, and no code from its repo runs.
+
     Args:
         model: Hub id or folder of an instruction-tuned causal LM.
         dtype: `auto` or a torch dtype name (`bfloat16`, `float16`, `float32`).
         device_map: passed to `from_pretrained` (e.g. `auto` to spread the model over the GPUs).
         batch_size: prompts generated together (left-padded).
-        trust_remote_code: allow the model repo's own code.
         The other arguments are those of [`ChatBackend`]; a batch is sampled with the seed of its first request.
     """
 
@@ -42,7 +43,6 @@ class TransformersBackend(ChatBackend):
         dtype: str = "auto",
         device_map: str | None = None,
         batch_size: int = 8,
-        trust_remote_code: bool = False,
         **chat_options: Any,
     ) -> None:
         super().__init__(model, **chat_options)
@@ -57,7 +57,8 @@ class TransformersBackend(ChatBackend):
             model=str(Path(model).expanduser()) if model.startswith("~") else model,
             dtype=_dtype(dtype),
             device_map=device_map,
-            trust_remote_code=trust_remote_code,
+            trust_remote_code=False,
+            model_kwargs={"use_safetensors": True},
         )
         tokenizer = self.pipeline.tokenizer
         if tokenizer is None or not tokenizer.chat_template:

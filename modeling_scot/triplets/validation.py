@@ -22,6 +22,7 @@ from .record import TripletRecord
 REJECTION_REASONS: dict[str, str] = {
     "request_failed": "no answer: the request failed after its retries",
     "invalid_json": "the answer is not exactly one JSON object",
+    "invalid_text": "the answer holds characters that are not valid Unicode (lone surrogates)",
     "missing_field": "a required field is missing or has the wrong type",
     "empty_caption": "the image's caption is empty",
     "empty_modification": "the modification is empty",
@@ -76,6 +77,20 @@ def normalize_text(text: str) -> str:
     return " ".join(_NON_WORD.sub(" ", unicodedata.normalize("NFKC", text).casefold()).split())
 
 
+def is_unicode(text: str) -> bool:
+    """Whether `text` can be written as UTF-8 (it holds no lone surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def storable(text: str) -> str:
+    """`text` with any lone surrogate written as a backslash escape, so that it can be stored as UTF-8."""
+    return text if is_unicode(text) else text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _json_objects(text: str) -> list[dict]:
     decoder = json.JSONDecoder()
     found, start = [], text.find("{")
@@ -85,6 +100,8 @@ def _json_objects(text: str) -> list[dict]:
         except json.JSONDecodeError:
             start = text.find("{", start + 1)
             continue
+        except RecursionError:
+            raise Rejected("invalid_json", "the answer nests JSON too deeply") from None
         found.append(value)
         start = text.find("{", end)
     return found
@@ -107,6 +124,8 @@ def _text_field(answer: dict, key: str) -> str:
     value = answer.get(key)
     if not isinstance(value, str):
         raise Rejected("missing_field", f"{key!r} is missing or not a string")
+    if not is_unicode(value):
+        raise Rejected("invalid_text", f"{key!r} holds a lone surrogate")
     return _one_line(value)
 
 
@@ -162,7 +181,7 @@ class TripletValidator:
         seen = {normalize_text(caption), normalize_text(modified_caption)}
         kept = []
         for value in values:
-            text = _one_line(value) if isinstance(value, str) else ""
+            text = _one_line(value) if isinstance(value, str) and is_unicode(value) else ""
             key = normalize_text(text)
             if not key or key in seen or self._copied(key, ""):
                 continue
@@ -176,6 +195,8 @@ class TripletValidator:
         """The checked record that the raw answer `raw` gives for `request`; raises `Rejected`."""
         if len(raw) > self.limits.max_answer_chars:
             raise Rejected("too_long", f"the answer has {len(raw)} characters, the bound is {self.limits.max_answer_chars}")
+        if not is_unicode(raw):
+            raise Rejected("invalid_text", "the answer holds a lone surrogate")
         answer = extract_json_object(raw)
         record = TripletRecord(
             source_id=request.source_id,
@@ -221,5 +242,7 @@ __all__ = [
     "Rejected",
     "TripletValidator",
     "extract_json_object",
+    "is_unicode",
     "normalize_text",
+    "storable",
 ]

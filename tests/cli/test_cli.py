@@ -44,12 +44,15 @@ def test_embed_images_and_texts(saved_model, scot_model, tmp_path, capsys):
         (["--images", "/no/such/file.png", "/no/such/dir"], "2 image path(s) do not exist: /no/such/file.png"),
         (["--texts", "/no/such/texts.txt"], "does not exist"),
         (["--images", "IMAGES", "--device", "cuda:0"], "CUDA is not available"),
+        (["--texts", "LATIN1"], "is not UTF-8 text: byte 7"),
     ],
 )
 def test_embed_bad_input_is_one_clear_line(saved_model, tmp_path, capsys, extra, message):
     (tmp_path / "img").mkdir()
     Image.new("RGB", (8, 8)).save(tmp_path / "img" / "x.png")
-    extra = [str(tmp_path / "img") if item == "IMAGES" else item for item in extra]
+    (tmp_path / "latin1.txt").write_bytes("red caf\u00e9\n".encode("latin-1"))
+    folders = {"IMAGES": str(tmp_path / "img"), "LATIN1": str(tmp_path / "latin1.txt")}
+    extra = [folders.get(item, item) for item in extra]
     code = main(["embed", "--model", str(saved_model), "--output", str(tmp_path / "o.safetensors"), *extra])
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err

@@ -45,24 +45,24 @@ def run(capsys, *argv):
     return code, captured.out, captured.err
 
 
-@pytest.mark.parametrize("benchmark", sorted(LOADERS))
-def test_eval_runs_every_method_and_matches_direct_scoring(benchmark, saved_model, tmp_path, capsys):
-    make, load, split_args = LOADERS[benchmark]
-    root = make(tmp_path / benchmark)
+@pytest.mark.parametrize("name", sorted(LOADERS))
+def test_eval_runs_every_method_and_matches_direct_scoring(name, saved_model, tmp_path, capsys):
+    make, load, split_args = LOADERS[name]
+    root = make(tmp_path / name)
     output = tmp_path / "metrics.json"
     code, out, err = run(
-        capsys, "eval", "--model", saved_model, "--benchmark", benchmark, "--data-root", root, *split_args,
+        capsys, "eval", "--model", saved_model, "--benchmark", name, "--data-root", root, *split_args,
         "--output", output, "--cache-dir", tmp_path / "cache", "--num-workers", 0,
     )
     assert code == 0, err
     report = json.loads(output.read_text())
-    assert report["benchmark"] == benchmark and report["model"] == saved_model
-    paper_alpha = {"cirr": 0.9, "fashioniq": 0.8, "circo": 0.8, "genecis": 0.8}[benchmark]
+    assert report["benchmark"] == name and report["model"] == saved_model
+    paper_alpha = {"cirr": 0.9, "fashioniq": 0.8, "circo": 0.8, "genecis": 0.8}[name]
     assert report["settings"]["slerp"] == {"alpha": paper_alpha, "chosen_by": "benchmark"}
     assert f"slerp   alpha={paper_alpha}  (benchmark)" in out
     assert list(report["methods"]) == list(METHOD_NAMES)
     for metrics in report["methods"].values():
-        assert list(metrics) == EXPECTED_KEYS[benchmark]
+        assert list(metrics) == EXPECTED_KEYS[name]
         assert all(0 <= value <= 100 for value in metrics.values())
     assert out.splitlines()[0].split()[0] == "method" and len(out.splitlines()) >= len(METHOD_NAMES) + 1
 

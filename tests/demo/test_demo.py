@@ -1,33 +1,46 @@
 """The Gradio demo: served on 127.0.0.1 on a quickly trained quickstart model and queried through gradio_client
-and a headless Chromium; `scot demo` argument handling; gallery sources recorded in the index."""
+and a headless Chromium, alone, 50 at a time, with oversized images and with requests for private files;
+`scot demo` argument handling; gallery sources recorded in the index; batched searches and result files."""
 
 import argparse
 import os
 import shutil
 import socket
 import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import unquote
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from bench.demo_load import file_route_probes, large_image, private_files, served_result_paths
 from modeling_scot import ScotModel
-from modeling_scot.demo import DemoSearch, DemoSettings, create_app, launch_app
+from modeling_scot.demo import DemoInputError, DemoSearch, DemoSettings, create_app, launch_app
 from modeling_scot.demo import resources
 from modeling_scot.cli.demo import add_demo_parser, server_address
+from modeling_scot.demo.app import result_count, uploaded_file
+from modeling_scot.demo.batching import Batcher
 from modeling_scot.demo.examples import world_examples
 from modeling_scot.demo.gradio_import import GradioNotInstalledError
+from modeling_scot.demo.result_images import ResultImages
+from modeling_scot.demo.search import compose_queries
 from modeling_scot.encoding import encode_images, encode_texts
-from modeling_scot.methods import build_method
+from modeling_scot.methods import METHODS, build_method
+from modeling_scot.processing_scot import load_image
 from modeling_scot.quickstart import QuickstartSettings, run_quickstart
-from modeling_scot.retrieval import GalleryIndex
+from modeling_scot.retrieval import GalleryIndex, compose_query
 from modeling_scot.cli.retrieval import add_index_parser
-from modeling_scot.world import build_benchmark, render_scene, scene_id
+from modeling_scot.world import build_benchmark, render_scene, scene_from_id, scene_id
 
 SEED, TEST_QUERIES = 3, 40
 SMALL = QuickstartSettings(seed=SEED, num_scenes=150, epochs=2, test_queries=TEST_QUERIES)
 BROWSER_TIMEOUT = 90
+CONCURRENT, K = 50, 10
 
 
 def free_port() -> int:
@@ -324,3 +337,166 @@ def test_the_world_index_is_built_once_and_again_when_the_world_changes(scot_hom
     GalleryIndex.build(stale, index.ids[:2], model_fingerprint=fingerprint, source=index.source).save(folder)
     with pytest.raises(AssertionError, match="model work started"):
         resources.world_index(model, fingerprint, SEED, TEST_QUERIES, 64)
+
+
+# ----- load, oversized uploads, private files -------------------------------------------------------------
+
+
+def search_with(client, reference: str, text: str, k: int = K):
+    from gradio_client import handle_file
+
+    return client.predict(handle_file(reference), text, k, "scot", True, api_name="/search")
+
+
+def test_fifty_concurrent_queries_all_get_their_own_complete_results(server, tmp_path):
+    from gradio_client import Client
+
+    queries = build_benchmark(SEED, TEST_QUERIES).queries
+    jobs = []
+    for number in range(CONCURRENT):
+        query = queries[number % len(queries)]
+        path = tmp_path / f"{number}.png"
+        render_scene(query.reference).save(path)
+        jobs.append((str(path), query.modification))
+    local = threading.local()
+
+    def timed(job):
+        if not hasattr(local, "client"):
+            local.client = Client(server, verbose=False, ssl_verify=False)
+        started = time.monotonic()
+        gallery, _, report = search_with(local.client, *job)
+        return time.monotonic() - started, gallery, report
+
+    single = sorted(timed(job)[0] for job in jobs[:5])
+    with ThreadPoolExecutor(CONCURRENT) as pool:
+        results = list(pool.map(timed, jobs))
+    for (_, gallery, report), (reference, text) in zip(results, jobs):
+        assert [row["rank"] for row in report["results"]] == list(range(1, K + 1)) and len(gallery) == K
+        for item, row in zip(gallery, report["results"]):
+            shown = np.asarray(Image.open(item["image"]).convert("RGB"))
+            assert np.array_equal(shown, np.asarray(render_scene(scene_from_id(row["id"])))), (reference, text, row)
+    seconds = sorted(time_s for time_s, *_ in results)
+    p95 = seconds[round(0.95 * (len(seconds) - 1))]
+    assert p95 < CONCURRENT * single[len(single) // 2], f"50 at once took up to {p95:.1f} s, one took {single}"
+
+
+@pytest.mark.parametrize("side", [10_000, 15_000], ids=["100MP", "225MP-bomb"])
+def test_images_over_the_pixel_limit_are_refused_before_decoding(client, tmp_path, side):
+    from gradio_client.exceptions import AppError
+
+    path = large_image(tmp_path, side)
+    with pytest.raises(ValueError, match="(?i)pixel"):
+        load_image(path)  # the CLI's loader refuses it: the page must too, with its message
+    started = time.monotonic()
+    with pytest.raises(AppError, match="(?i)reference image.*pixel"):
+        search_with(client, str(path), "make it red")
+    assert time.monotonic() - started < 5, "the upload was decoded before it was refused"
+
+
+def test_the_search_reads_only_files_uploaded_to_the_app(scot_home, tmp_path):
+    upload_folder = tmp_path / "uploads"
+    (upload_folder / "abc").mkdir(parents=True)
+    inside = upload_folder / "abc" / "reference.png"
+    inside.write_bytes(b"png")
+    assert uploaded_file({"path": str(inside)}, str(upload_folder)) == str(inside)
+    assert uploaded_file(None, str(upload_folder)) is None
+    model = scot_home / "quickstart" / "model" / "model.safetensors"
+    for payload in ({"path": str(model)}, {"path": f"{upload_folder}/abc/../../../{model}"}, {"path": 3}, str(inside)):
+        with pytest.raises(DemoInputError, match="must be a file uploaded to this app"):
+            uploaded_file(payload, str(upload_folder))
+    (upload_folder / "link.png").symlink_to(model)
+    with pytest.raises(DemoInputError, match="must be a file uploaded to this app"):
+        uploaded_file({"path": str(upload_folder / "link.png")}, str(upload_folder))
+
+
+def test_result_counts_are_whole_numbers_in_range():
+    assert result_count(5, 50) == 5 and result_count(5.0, 50) == 5 and result_count(50, 50) == 50
+    for bad in (0, 51, 2.5, float("nan"), float("inf"), True, "5", None):
+        with pytest.raises(DemoInputError, match="whole number from 1 to 50"):
+            result_count(bad, 50)
+
+
+def test_no_private_file_is_served_through_any_file_route(server, client, scot_home, reference_file, easy_query):
+    gallery, *_ = search_with(client, str(reference_file), easy_query[0].modification, 3)
+    served = served_result_paths(server, (str(reference_file), easy_query[0].modification))
+    results_folder = {str(Path(unquote(path.split("=", 1)[1])).parent) for path in served}
+    assert len(results_folder) == 1 and len(gallery) == 3
+    assert Path(next(iter(results_folder))).parent == (scot_home / "demo" / "results").resolve()
+    secrets = private_files(scot_home / "quickstart" / "model", scot_home)
+    assert {"index.json", "model.safetensors", "config.json", "passwd"} <= {path.name for path in secrets}
+    probes = file_route_probes(server, secrets, sorted(results_folder), served)
+    assert probes["tried"] >= 100 * len(secrets), probes
+    assert probes["leaked"] == 0 and probes["refused"] == probes["tried"], probes
+    assert probes["upload_kept_in_folder"] and probes["served_ok"] == probes["served"] > 0, probes
+
+
+# ----- batched searches and result files ------------------------------------------------------------------
+
+
+def test_concurrent_calls_are_batched_and_each_gets_its_own_result():
+    release, sizes = threading.Event(), []
+
+    def run_batch(numbers):
+        release.wait(10)
+        sizes.append(len(numbers))
+        return [number * 2 for number in numbers]
+
+    batcher = Batcher(run_batch, max_batch_size=8)
+    with ThreadPoolExecutor(30) as pool:
+        futures = [pool.submit(batcher, number) for number in range(30)]
+        time.sleep(0.2)  # the first batch holds the worker while the others queue up
+        release.set()
+        assert [future.result() for future in futures] == [number * 2 for number in range(30)]
+    assert sum(sizes) == 30 and max(sizes) == 8 and len(sizes) < 30
+
+
+def test_a_failed_batch_fails_its_callers_and_the_next_batch_runs():
+    def run_batch(numbers):
+        if 13 in numbers:
+            raise ValueError("unlucky")
+        return numbers if 7 not in numbers else numbers[:-1]
+
+    batcher = Batcher(run_batch, max_batch_size=1)
+    with pytest.raises(ValueError, match="unlucky"):
+        batcher(13)
+    with pytest.raises(RuntimeError, match="a batch of 1 requests gave 0 results"):
+        batcher(7)
+    assert batcher(3) == 3
+    with pytest.raises(ValueError, match="max_batch_size must be at least 1"):
+        Batcher(run_batch, max_batch_size=0)
+
+
+def test_batched_queries_match_one_at_a_time(scot_model):
+    scot_model.eval()
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (20 + 3 * i, 24, 3), dtype=np.uint8)) for i in range(6)]
+    texts = ["make it red", "a big blue circle", "", "remove the star", "two small squares", "green"]
+    methods = [list(METHODS)[i % len(METHODS)] for i in range(6)]
+    for batched, image, text, method in zip(compose_queries(scot_model, images, texts, methods), images, texts, methods):
+        alone = compose_query(scot_model, image, text, method)
+        assert torch.allclose(batched.query_embeds, alone.query_embeds, atol=1e-5), method
+        assert torch.allclose(batched.image_embeds, alone.image_embeds, atol=1e-5)
+        if alone.modality_weight is None:
+            assert batched.modality_weight is None
+        else:
+            assert batched.modality_weight == pytest.approx(alone.modality_weight, abs=1e-5)
+
+
+def test_result_images_are_written_once_and_follow_changed_files(tmp_path):
+    folder = tmp_path / "gallery"
+    folder.mkdir()
+    Image.new("RGB", (8, 8), (200, 0, 0)).save(folder / "a.png")
+    results = ResultImages({"kind": "folder", "root": str(folder)}, tmp_path / "results")
+    first = results.path("a.png")
+    assert results.path("a.png") == first and first.parent == results.folder
+    assert np.array_equal(np.asarray(Image.open(first)), np.asarray(Image.open(folder / "a.png")))
+    written = first.stat().st_mtime_ns
+    assert results.path("a.png").stat().st_mtime_ns == written
+    Image.new("RGB", (9, 9), (0, 0, 200)).save(folder / "a.png")
+    changed = results.path("a.png")
+    assert changed != first and Image.open(changed).size == (9, 9)
+    world = ResultImages({"kind": "world", "seed": 0, "num_queries": 5, "image_size": 64}, tmp_path / "results")
+    scene = build_benchmark(0, 5).gallery[0]
+    assert np.array_equal(np.asarray(Image.open(world.path(scene_id(scene)))), np.asarray(render_scene(scene)))
+    assert world.folder != results.folder
+    assert {path.suffix for path in results.folder.iterdir()} == {".png"}

@@ -3,7 +3,6 @@ import json
 import pytest
 
 from modeling_scot import SCOT_VERSION, ScotConfig
-from modeling_scot.configuration_scot import ENCODER_FAMILIES
 
 
 def test_config_round_trips(tiny_clip_config, tmp_path):

@@ -1,14 +1,11 @@
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
-from transformers import AutoModel, BertConfig, BertModel, CLIPModel
+from transformers import BertConfig, BertModel, CLIPModel
 
 from modeling_scot import SCOT_VERSION, Combiner, ScotConfig, ScotModel, ScotOutput
 

@@ -237,7 +237,7 @@ BAD_IMAGES = [
     pytest.param(lambda p: p / "missing.png", FileNotFoundError, "missing.png", id="missing-file"),
     pytest.param(lambda p: str(p / "missing.jpg"), FileNotFoundError, "missing.jpg", id="missing-file-str"),
     pytest.param(lambda p: _truncated_jpeg(p / "cut.jpg"), ValueError, "cut.jpg' cannot be decoded", id="truncated"),
-    pytest.param(lambda p: _text_as_png(p / "notes.png"), ValueError, "notes.png' cannot be decoded", id="text-file"),
+    pytest.param(lambda p: _text_as_png(p / "notes.png"), ValueError, "notes.png' is not an image", id="text-file"),
     pytest.param(lambda _: 3, ValueError, "unsupported type int", id="int"),
     pytest.param(lambda _: {"pixels": 1}, ValueError, "unsupported type dict", id="dict"),
     pytest.param(lambda _: b"/tmp/a.png", ValueError, "unsupported type bytes", id="bytes"),
@@ -249,7 +249,6 @@ BAD_IMAGES = [
     pytest.param(lambda _: _full(7, np.int64), ValueError, "dtype int64", id="np-int64"),
     pytest.param(lambda _: _full(255.0, np.float32), ValueError, "must lie in [0, 1]", id="np-float-0-255"),
     pytest.param(lambda _: _full(np.nan, np.float32), ValueError, "NaN", id="np-float-nan"),
-    pytest.param(lambda _: Image.new("F", (WIDTH, HEIGHT), 200.0), ValueError, "must lie in [0, 1]", id="pil-F-255"),
     pytest.param(lambda _: Image.new("RGB", (0, 0)), ValueError, "empty PIL image", id="pil-empty"),
     pytest.param(lambda _: torch.zeros(2, 3, HEIGHT, WIDTH), ValueError, "(2, 3, 5, 6)", id="t-4d"),
     pytest.param(lambda _: torch.zeros(3, 0, WIDTH), ValueError, "(3, 0, 6)", id="t-empty"),
@@ -268,27 +267,12 @@ def test_load_image_rejects_bad_input(tmp_path, factory: ImageFactory, error, me
 
 def test_bad_image_in_batch_names_its_index(tmp_path, processor):
     good = Image.new("RGB", (WIDTH, HEIGHT))
-    with pytest.raises(ValueError, match=r"images\[1\].*cannot be decoded"):
+    with pytest.raises(ValueError, match=r"images\[1\].*bad\.png' is not an image"):
         processor(images=[good, _text_as_png(tmp_path / "bad.png")])
     with pytest.raises(ValueError, match=r"images\[2\].*\(5, 6, 5\)"):
         processor(images=(good, good, np.zeros((HEIGHT, WIDTH, 5), np.uint8)))
     with pytest.raises(FileNotFoundError, match=r"images\[0\].*nowhere\.png"):
         processor(images=[tmp_path / "nowhere.png"])
-
-
-@pytest.mark.parametrize("max_pixels", [100, 3000], ids=["bomb-error", "bomb-warning"])
-def test_decompression_bomb_is_rejected(tmp_path, monkeypatch, max_pixels):
-    path = _save(Image.new("RGB", (64, 64)), tmp_path / "big.png")
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", max_pixels)
-    with pytest.raises(ValueError, match=r"big\.png.*decompression bomb"):
-        load_image(path)
-
-
-def test_exif_orientation_is_applied(tmp_path):
-    exif = Image.Exif()
-    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
-    path = _save(Image.new("RGB", (WIDTH, HEIGHT), RED), tmp_path / "rotated.jpg", exif=exif)
-    assert load_image(path).size == (HEIGHT, WIDTH)
 
 
 # --- processor ---------------------------------------------------------------------------------------------------
@@ -303,7 +287,8 @@ def test_text_only_pads_to_longest(processor, tokenizer):
 
 
 def test_text_is_truncated_with_eos(processor, tokenizer):
-    ids = processor(text="a red dress with long sleeves and a red shirt")["input_ids"]
+    with pytest.warns(UserWarning, match="text longer than the tokenizer's 8 tokens was truncated"):
+        ids = processor(text="a red dress with long sleeves and a red shirt")["input_ids"]
     assert ids.shape == (1, MAX_LENGTH)
     assert ids[0, -1].item() == tokenizer.eos_token_id
 

@@ -224,8 +224,10 @@ def tiny_llm(tmp_path_factory):
 def test_transformers_backend_gibberish_is_rejected_and_counted(tiny_llm, tmp_path, capsys):
     captions = write_jsonl(tmp_path / "captions.jsonl", ["a red dog on the grass", "a blue cat", "", "a dog"])
     argv = ["--backend", "transformers", "--model", tiny_llm, "--captions", captions, "--output", tmp_path / "out"]
-    assert run_cli(*argv, "--batch-size", 2, "--max-new-tokens", 12, "--dtype", "float32") == 0
-    assert "complete: accepted 0, rejected 4" in capsys.readouterr().out
+    assert run_cli(*argv, "--batch-size", 2, "--max-new-tokens", 12, "--dtype", "float32") == 2
+    captured = capsys.readouterr()
+    assert "complete: accepted 0, rejected 4" in captured.out
+    assert captured.err.splitlines()[-1].startswith("error: no triplet was accepted (accepted 0, rejected 4")
     rows = list(iter_shard_rows(tmp_path / "out"))
     assert [row["status"] for row in rows] == ["rejected"] * 4 and rows[2]["reason"] == "empty_caption"
     assert all(row["reason"] in REJECTION_REASONS for row in rows)

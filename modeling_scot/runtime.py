@@ -8,6 +8,7 @@ from typing import Literal
 
 import torch
 
+from .methods.tat_model import with_tuned_image_tower
 from .modeling_scot import ScotModel
 
 DTYPES = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -51,14 +52,22 @@ class RuntimeArguments:
     )
 
 
-def load_model(source: str, device_name: str = "auto", dtype_name: str = "auto") -> ScotModel:
-    """A saved SCOT model (Hub id or folder) on the named device and dtype, in eval mode."""
+def load_model(
+    source: str, device_name: str = "auto", dtype_name: str = "auto", image_tower: str | None = None
+) -> ScotModel:
+    """A saved SCOT model (Hub id or folder) on the named device and dtype, in eval mode; with `image_tower` (a
+    folder written by `train_tat`), its image tower Text-Anchored-Tuned."""
     looks_local = Path(source).is_absolute() or source.startswith(".") or source.count("/") > 1
     if looks_local and not Path(source).exists():
         raise FileNotFoundError(f"--model {source!r} does not exist (a Hub id is 'name' or 'org/name')")
     device = resolve_device(device_name)
     dtype = resolve_dtype(dtype_name, device)
-    return ScotModel.from_pretrained(source, dtype=dtype).to(device).eval()
+    model = ScotModel.from_pretrained(source, dtype=dtype)
+    if image_tower is not None:
+        if not Path(image_tower).is_dir():
+            raise FileNotFoundError(f"--image-tower {image_tower!r} is not a folder (one written by train_tat)")
+        model = with_tuned_image_tower(model, image_tower)
+    return model.to(device).eval()
 
 
 __all__ = ["DTYPES", "RuntimeArguments", "load_model", "resolve_device", "resolve_dtype"]

@@ -6,7 +6,7 @@ import argparse
 import os
 
 from ..demo.settings import INDEX_ENV, MODEL_ENV, DemoSettings
-from .common import add_runtime_options
+from .common import add_method_options, add_runtime_options
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
@@ -38,7 +38,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     host, port = server_address(args)
     settings = DemoSettings.from_env(
-        args.model, args.index, device=args.device, dtype=args.dtype, batch_size=args.batch_size
+        args.model,
+        args.index,
+        device=args.device,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        image_tower=args.image_tower,
+        lincir=args.lincir,
     )
     launch_app(create_app(settings), host, port)
     return 0
@@ -65,6 +71,7 @@ def add_demo_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="ADDRESS",
         help=f"address to listen on; 0.0.0.0 serves other machines (default: ${HOST_ENV}, else {DEFAULT_HOST})",
     )
+    add_method_options(parser)
     add_runtime_options(parser, batch_size=64)
     parser.set_defaults(handler=cmd_demo)
 

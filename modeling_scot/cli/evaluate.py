@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..evaluation.cir_data import CIRSplit, check_images
@@ -14,13 +15,23 @@ from ..evaluation.fashioniq import CATEGORIES, load_fashioniq
 from ..evaluation.genecis import TASKS, load_genecis
 from ..evaluation.runner import average_reports, check_split, evaluate_split
 from ..evaluation.submissions import score_submission
-from ..evaluation.world import MAX_QUERIES, check_num_queries, load_world, load_world_validation
+from ..evaluation.world import (
+    MAX_QUERIES,
+    check_num_queries,
+    load_world,
+    load_world_validation,
+)
 from ..io_utils import write_json
-from ..methods import METHOD_NAMES
+from ..methods import DEFAULT_METHOD_NAMES, METHOD_NAMES
 from ..quickstart import scot_home
 from ..runtime import load_model
 from ..world.export import export_cirr
-from .common import add_runtime_options, print_report
+from .common import (
+    add_method_options,
+    add_runtime_options,
+    lincir_settings,
+    print_report,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -75,27 +86,36 @@ def check_output_paths(args: argparse.Namespace) -> None:
             raise ValueError(f"{flag} {value!r} is a file (or inside one); give a folder")
 
 
-def method_settings(args: argparse.Namespace) -> dict:
-    """Settings fixed on the command line (`--slerp-alpha`); the rest follow the benchmark or its validation split."""
+def chosen_methods(args: argparse.Namespace) -> tuple[str, ...]:
+    """`--method` (repeatable), else every method that runs with the model alone, and lincir with `--lincir`."""
+    if args.method:
+        return tuple(dict.fromkeys(args.method))
+    return DEFAULT_METHOD_NAMES + (("lincir",) if args.lincir else ())
+
+
+def method_settings(args: argparse.Namespace, methods: Sequence[str]) -> dict:
+    """Settings fixed on the command line (`--slerp-alpha`, `--lincir`); the rest follow the benchmark or its
+    validation split."""
+    settings = lincir_settings(args, methods)
     if args.slerp_alpha is None:
-        return {}
+        return settings
     if not 0.0 <= args.slerp_alpha <= 1.0:
         raise ValueError(f"--slerp-alpha must be in [0, 1], got {args.slerp_alpha}")
-    return {"slerp": {"alpha": args.slerp_alpha}}
+    return {**settings, "slerp": {"alpha": args.slerp_alpha}}
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Evaluate a saved model with every method of the harness on a benchmark: print a table and the settings
     each method ran with, optionally write the metrics JSON (recall in percent) and the ranked lists /
     test-server submission files."""
-    methods = tuple(dict.fromkeys(args.method)) if args.method else METHOD_NAMES
+    methods = chosen_methods(args)
     check_output_paths(args)
-    settings = method_settings(args)
+    settings = method_settings(args, methods)
     splits, validation = benchmark_splits(args)
     for split in splits:
         check_split(split, args.save_predictions)
         check_images(split)
-    model = load_model(args.model, args.device, args.dtype)
+    model = load_model(args.model, args.device, args.dtype, args.image_tower)
     cache_dir = Path(args.cache_dir) if args.cache_dir else scot_home() / "embeddings"
     reports = {
         split.category or split.split: evaluate_split(
@@ -156,7 +176,7 @@ def add_eval_parsers(commands: argparse._SubParsersAction) -> None:
     )
     evaluate.add_argument("--category", choices=CATEGORIES, help="fashioniq category (default: all three and their average)")
     evaluate.add_argument("--image-root", help="where the images are, when not under --data-root (cirr, fashioniq, genecis)")
-    evaluate.add_argument("--method", action="append", choices=list(METHOD_NAMES), help="method(s) to run (default: all)")
+    evaluate.add_argument("--method", action="append", choices=list(METHOD_NAMES), help="method(s) to run (default: all but lincir, and lincir too with --lincir)")
     evaluate.add_argument("--output", help="also write the metrics JSON here")
     evaluate.add_argument(
         "--save-predictions", metavar="DIR", help="write ranked lists, or the test-server files, into DIR/<method>/"
@@ -173,6 +193,7 @@ def add_eval_parsers(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument(
         "--test-queries", type=int, default=1000, help=f"world benchmark queries (at most {MAX_QUERIES})"
     )
+    add_method_options(evaluate)
     add_runtime_options(evaluate, batch_size=256)
     evaluate.set_defaults(handler=cmd_eval)
 

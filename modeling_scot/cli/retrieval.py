@@ -8,13 +8,13 @@ import time
 from pathlib import Path
 
 from ..evaluation.world import MAX_QUERIES, check_num_queries
-from ..methods import METHOD_NAMES
+from ..methods import METHOD_NAMES, build_method
 from ..retrieval.faiss_backend import import_faiss
 from ..retrieval.index import KINDS, GalleryIndex, resolve_kind
 from ..retrieval.indexing import check_encoder, load_model_and_fingerprint, write_index
 from ..retrieval.query import compose_query, search_query
 from ..retrieval.sources import ImageFiles, WorldGallery
-from .common import add_runtime_options
+from .common import add_method_options, add_runtime_options, lincir_settings
 
 
 def cmd_index(args: argparse.Namespace) -> int:
@@ -29,7 +29,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         import_faiss(kind)
     output = Path(args.output)
     start = time.perf_counter()
-    model, fingerprint = load_model_and_fingerprint(args.model, args.device, args.dtype)
+    model, fingerprint = load_model_and_fingerprint(args.model, args.device, args.dtype, args.image_tower)
     index, skipped = write_index(
         model,
         fingerprint,
@@ -73,6 +73,7 @@ def add_index_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--skip-broken", action="store_true", help="leave out images that cannot be decoded (default: fail)"
     )
+    add_method_options(parser, lincir=False)
     add_runtime_options(parser, batch_size=64)
     parser.set_defaults(handler=cmd_index)
 
@@ -92,10 +93,11 @@ def cmd_search(args: argparse.Namespace) -> int:
     """Search an index built by `scot index` with a composed query: a reference image and a modification text."""
     if not Path(args.image).is_file():
         raise FileNotFoundError(f"--image {args.image!r} does not exist")
+    settings = lincir_settings(args, [args.method]).get(args.method, {})
     index = GalleryIndex.load(args.index)
-    model, fingerprint = load_model_and_fingerprint(args.model, args.device, args.dtype)
+    model, fingerprint = load_model_and_fingerprint(args.model, args.device, args.dtype, args.image_tower)
     check_encoder(index, fingerprint, args.index, args.model)
-    query = compose_query(model, args.image, args.text, args.method)
+    query = compose_query(model, args.image, args.text, build_method(args.method, **settings))
     scores, ids = search_query(index, query, args.k, args.exclude or ())
     results = [
         {"rank": rank, "id": item, "score": round(score, 6)} for rank, (item, score) in enumerate(zip(ids, scores), start=1)
@@ -128,6 +130,7 @@ def add_search_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--exclude", action="append", metavar="ID", help="gallery id never to return (repeatable)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    add_method_options(parser)
     add_runtime_options(parser, batch_size=1)
     parser.set_defaults(handler=cmd_search)
 

@@ -40,18 +40,19 @@ CSS = (
     f".{PIXEL_ART} img {{ image-rendering: pixelated; }}"
 )
 """The reference fills its box; the world's small renders (64 px) are scaled up with sharp pixels."""
-METHOD_CHOICES = [
-    ("SCOT (learned Combiner)", "scot"),
-    ("image only", "image"),
-    ("text only", "text"),
-    ("sum", "sum"),
-    ("Slerp", "slerp"),
-]
+METHOD_LABELS = {
+    "scot": "SCOT (learned Combiner)",
+    "image": "image only",
+    "text": "text only",
+    "sum": "sum",
+    "slerp": "Slerp",
+    "lincir": "LinCIR",
+}
 INTRO = """# SCOT: zero-shot composed image retrieval
 
 Give a reference image and a text saying what to change: SCOT composes them into one query with a small
 Combiner over a frozen dual encoder (trained on text triplets only) and ranks the gallery. Switch the method
-to compare with the training-free baselines. Gallery: {gallery}."""
+to compare with the baselines. Gallery: {gallery}."""
 
 
 def describe_gallery(search: DemoSearch) -> str:
@@ -119,7 +120,8 @@ def build_app(
                 text = gr.Textbox(
                     label="modification text", placeholder="e.g. make the circle blue", elem_id="modification"
                 )
-                method = gr.Radio(METHOD_CHOICES, value="scot", label="query method")
+                choices = [(METHOD_LABELS.get(name, name), name) for name in search.methods]
+                method = gr.Radio(choices, value="scot", label="query method")
                 k = gr.Slider(1, largest_k, value=min(DEFAULT_K, largest_k), step=1, label="results (k)")
                 hide_reference = gr.Checkbox(True, label="leave copies of the reference image out of the results")
                 button = gr.Button("Search", variant="primary", elem_id="search")
@@ -153,7 +155,9 @@ def create_app(settings: DemoSettings | None = None) -> gradio.Blocks:
     """The demo for `settings` (default: `DemoSettings.from_env()`): loads the model and the index (training the
     quickstart model and indexing the world's gallery first when they are the defaults and missing)."""
     import_gradio()
-    search = DemoSearch(*load_resources(settings or DemoSettings.from_env()))
+    settings = settings or DemoSettings.from_env()
+    lincir = {"lincir": {"model_path": settings.lincir}} if settings.lincir else {}
+    search = DemoSearch(*load_resources(settings), method_settings=lincir)
     return build_app(search, world_examples(search.index.source, scot_home() / "demo" / "examples"))
 
 

@@ -63,7 +63,9 @@ def load_resources(settings: DemoSettings) -> tuple[ScotModel, GalleryIndex]:
     settings.check()
     model_name = settings.model or str(quickstart_model(scot_home() / "quickstart", settings.device, settings.dtype))
     try:
-        model, fingerprint = load_model_and_fingerprint(model_name, settings.device, settings.dtype)
+        model, fingerprint = load_model_and_fingerprint(
+            model_name, settings.device, settings.dtype, settings.image_tower
+        )
     except OSError as err:
         raise ValueError(f"cannot load the model {model_name!r}: {err}") from err
     if settings.index is None:

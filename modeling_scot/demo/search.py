@@ -6,6 +6,7 @@ their texts), one batch at a time: the model and its tokenizer are only ever use
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 import torch
@@ -74,23 +75,28 @@ class _Query:
 
 @torch.inference_mode()
 def compose_queries(
-    model: ScotModel, images: list[Image.Image], texts: list[str], methods: list[str]
+    model: ScotModel,
+    images: list[Image.Image],
+    texts: list[str],
+    methods: list[str],
+    method_settings: Mapping[str, Mapping] | None = None,
 ) -> list[ComposedQuery]:
     """The query of each (image, text, method name), like `compose_query`, with all the images embedded in one
-    batch and all the texts in another."""
+    batch and all the texts in another; `method_settings` by method name (LinCIR's `model_path`)."""
     image_embeds = encode_images(model, images, progress=False)
     text_embeds = encode_texts(model, texts, progress=False)
     query_embeds, weights = torch.empty_like(image_embeds), [None] * len(methods)
     for name in dict.fromkeys(methods):
         rows = [row for row, method in enumerate(methods) if method == name]
-        method = build_method(name)
+        method = build_method(name, **(method_settings or {}).get(name, {}))
         if isinstance(method, ScotMethod):
             output = model.compose(image_embeds[rows].to(model.device), text_embeds[rows].to(model.device))
             query_embeds[rows] = output.query_embeds.float().cpu()
             for row, weight in zip(rows, output.modality_weight.reshape(-1).tolist()):
                 weights[row] = weight
         else:
-            query_embeds[rows] = method.queries(model, image_embeds[rows], text_embeds[rows]).float().cpu()
+            row_texts = [texts[row] for row in rows]
+            query_embeds[rows] = method.queries(model, image_embeds[rows], text_embeds[rows], row_texts).float().cpu()
     return [
         ComposedQuery(query_embeds[row : row + 1], image_embeds[row : row + 1], weights[row])
         for row in range(len(methods))
@@ -101,13 +107,24 @@ class DemoSearch:
     """Searches `index` with queries composed by `model`, and shows the gallery images the index names.
     Safe to call from many threads: concurrent searches share batches of up to `max_batch_size`."""
 
-    def __init__(self, model: ScotModel, index: GalleryIndex, max_batch_size: int = MAX_BATCH_SIZE):
+    def __init__(
+        self,
+        model: ScotModel,
+        index: GalleryIndex,
+        max_batch_size: int = MAX_BATCH_SIZE,
+        method_settings: Mapping[str, Mapping] | None = None,
+    ):
         if index.source is None:
             raise ValueError(
                 "the gallery index does not record where its images are: rebuild it with "
                 "scot index (--images DIR or --world-seed N)"
             )
         self.model, self.index = model.eval(), index
+        self.method_settings = dict(method_settings or {})
+        self.methods = [
+            name for name, method in METHODS.items() if method.artefact is None or name in self.method_settings
+        ]
+        """The methods this search runs: those needing a trained folder only when `method_settings` names it."""
         self._batcher = Batcher(self._run_batch, max_batch_size, name="scot-demo-search")
         self.image(index.ids[0])  # fails here, not at the first search, when the images cannot be found
 
@@ -131,8 +148,8 @@ class DemoSearch:
         query that cannot run."""
         if image is None:
             raise DemoInputError("no reference image: upload one, or pick an example")
-        if method not in METHODS:
-            raise DemoInputError(f"unknown method {method!r}: choose from {', '.join(METHODS)}")
+        if method not in self.methods:
+            raise DemoInputError(f"unknown method {method!r}: choose from {', '.join(self.methods)}")
         if not text.strip() and method not in TEXT_FREE_METHODS:
             raise DemoInputError("no modification text: type what to change (only the 'image' method ignores it)")
         if k < 1:
@@ -147,7 +164,8 @@ class DemoSearch:
     def _run_batch(self, queries: list[_Query]) -> list[SearchResult]:
         results = []
         images, texts = [query.reference for query in queries], [query.text for query in queries]
-        composed_queries = compose_queries(self.model, images, texts, [query.method for query in queries])
+        methods = [query.method for query in queries]
+        composed_queries = compose_queries(self.model, images, texts, methods, self.method_settings)
         for query, composed in zip(queries, composed_queries):
             hidden = self._duplicates(composed.image_embeds) if query.hide_reference else []
             scores, ids = search_query(self.index, composed, query.k, hidden)

@@ -4,6 +4,8 @@
   by the quickstart first when it is missing.
 - `SCOT_DEMO_INDEX`: folder written by `scot index`. Default: the built-in world's benchmark gallery (of the
   quickstart that trained the model, else seed 0), indexed once under `$SCOT_HOME/demo`.
+- `SCOT_DEMO_IMAGE_TOWER`: a TAT folder (written by `train_tat`) whose adapters tune the model's image tower.
+- `SCOT_DEMO_LINCIR`: a LinCIR phi folder (written by `train_lincir`); adds LinCIR to the method switch.
 - `SCOT_HOME`: the cache folder (default `~/.cache/scot`).
 """
 
@@ -15,6 +17,8 @@ from pathlib import Path
 
 MODEL_ENV = "SCOT_DEMO_MODEL"
 INDEX_ENV = "SCOT_DEMO_INDEX"
+IMAGE_TOWER_ENV = "SCOT_DEMO_IMAGE_TOWER"
+LINCIR_ENV = "SCOT_DEMO_LINCIR"
 PATH_PREFIXES = ("/", ".")
 
 
@@ -24,14 +28,16 @@ def _looks_like_a_path(name: str) -> bool:
 
 @dataclass(frozen=True)
 class DemoSettings:
-    """The demo's model (None: the quickstart's), index folder (None: the world's benchmark gallery), and the
-    device, dtype and batch size it runs with."""
+    """The demo's model (None: the quickstart's), index folder (None: the world's benchmark gallery), the
+    device, dtype and batch size it runs with, and the optional TAT image tower and LinCIR phi folders."""
 
     model: str | None = None
     index: str | None = None
     device: str = "auto"
     dtype: str = "auto"
     batch_size: int = 64
+    image_tower: str | None = None
+    lincir: str | None = None
 
     @classmethod
     def from_env(
@@ -41,10 +47,20 @@ class DemoSettings:
         device: str = "auto",
         dtype: str = "auto",
         batch_size: int = 64,
+        image_tower: str | None = None,
+        lincir: str | None = None,
     ) -> DemoSettings:
-        """`model` and `index`, or else `$SCOT_DEMO_MODEL` and `$SCOT_DEMO_INDEX` (empty counts as unset)."""
-        model = model or os.environ.get(MODEL_ENV) or None
-        return cls(model, index or os.environ.get(INDEX_ENV) or None, device, dtype, batch_size)
+        """Each folder given, or else its environment variable (`$SCOT_DEMO_MODEL`, `$SCOT_DEMO_INDEX`,
+        `$SCOT_DEMO_IMAGE_TOWER`, `$SCOT_DEMO_LINCIR`; empty counts as unset)."""
+        return cls(
+            model or os.environ.get(MODEL_ENV) or None,
+            index or os.environ.get(INDEX_ENV) or None,
+            device,
+            dtype,
+            batch_size,
+            image_tower or os.environ.get(IMAGE_TOWER_ENV) or None,
+            lincir or os.environ.get(LINCIR_ENV) or None,
+        )
 
     def check(self) -> None:
         """Fail before any model work on an index folder or a model folder that does not exist."""
@@ -52,8 +68,11 @@ class DemoSettings:
             raise FileNotFoundError(f"gallery index folder {self.index!r} does not exist: build one with scot index")
         if self.model is not None and _looks_like_a_path(self.model) and not Path(self.model).exists():
             raise FileNotFoundError(f"model folder {self.model!r} does not exist")
+        for what, folder in (("TAT image tower", self.image_tower), ("LinCIR phi", self.lincir)):
+            if folder is not None and not Path(folder).is_dir():
+                raise FileNotFoundError(f"{what} folder {folder!r} does not exist")
         if self.batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
 
 
-__all__ = ["INDEX_ENV", "MODEL_ENV", "DemoSettings"]
+__all__ = ["IMAGE_TOWER_ENV", "INDEX_ENV", "LINCIR_ENV", "MODEL_ENV", "DemoSettings"]

@@ -25,7 +25,7 @@ from PIL import Image
 
 from ..encoding import encode_texts
 from ..io_utils import write_json
-from ..methods import METHOD_NAMES, CIRMethod, build_method
+from ..methods import DEFAULT_METHOD_NAMES, METHOD_NAMES, CIRMethod, build_method
 from ..retrieval import ImageFiles, embed_gallery
 from .cir_data import CIRSplit, check_images
 from .scoring import compute_metrics, top_k_ids
@@ -148,7 +148,9 @@ def tune_method(model, method: CIRMethod, validation: CIRSplit, embeddings: Spli
     best, best_recall = method, -1.0
     for values in product(*(method.search_space[name] for name in names)):
         candidate = method.with_settings(**dict(zip(names, values)))
-        scores = candidate.score(model, embeddings.references, embeddings.texts, embeddings.gallery).numpy()
+        scores = candidate.score(
+            model, embeddings.references, embeddings.texts, embeddings.gallery, validation.texts
+        ).numpy()
         recall = compute_metrics(validation, scores)[TUNING_METRIC]
         if recall > best_recall:
             best, best_recall = candidate, recall
@@ -187,7 +189,7 @@ def resolve_methods(
 def evaluate_split(
     model,
     split: CIRSplit,
-    methods: Sequence[str] = METHOD_NAMES,
+    methods: Sequence[str] = DEFAULT_METHOD_NAMES,
     *,
     cache_dir: str | os.PathLike,
     method_settings: Mapping[str, Mapping] | None = None,
@@ -225,7 +227,9 @@ def evaluate_split(
     }
     all_scores = {}
     for name, method in resolved.items():
-        all_scores[name] = method.score(model, embeddings.references, embeddings.texts, embeddings.gallery).numpy()
+        all_scores[name] = method.score(
+            model, embeddings.references, embeddings.texts, embeddings.gallery, split.texts
+        ).numpy()
         if predictions_dir is not None:
             for path in save_predictions(split, all_scores[name], Path(predictions_dir) / name):
                 logger.info(f"{name}: wrote {path}")

@@ -11,7 +11,7 @@ import json
 from functools import partial
 from pathlib import Path
 
-from ..methods import METHOD_NAMES
+from ..methods import DEFAULT_METHOD_NAMES
 from ..world import build_benchmark, caption, render_scene, scene_from_id, scene_id
 from .cir_data import CIRQuery, CIRSplit
 from .runner import evaluate_split
@@ -81,7 +81,7 @@ def load_world_validation(seed: int, num_queries: int = VALIDATION_QUERIES) -> C
 def evaluate_world(
     model,
     seed: int,
-    methods: tuple[str, ...] = METHOD_NAMES,
+    methods: tuple[str, ...] = DEFAULT_METHOD_NAMES,
     *,
     cache_dir,
     num_queries: int = 1000,

@@ -1,13 +1,16 @@
-"""Composed-query methods run side by side on one harness: SCOT and the training-free baselines."""
+"""Composed-query methods run side by side on one harness: SCOT, LinCIR and the training-free baselines (Slerp
+also on a Text-Anchored-Tuned image tower, `tat_model`)."""
 
 from .baselines import embedding_sum, image_only, slerp, text_only
 from .registry import (
+    DEFAULT_METHOD_NAMES,
     METHOD_NAMES,
     METHODS,
     SLERP_PAPER_ALPHAS,
     CIRMethod,
     EmbeddingSum,
     ImageOnly,
+    Lincir,
     ScotMethod,
     Slerp,
     TextOnly,
@@ -16,8 +19,10 @@ from .registry import (
 
 __all__ = [
     "CIRMethod",
+    "DEFAULT_METHOD_NAMES",
     "EmbeddingSum",
     "ImageOnly",
+    "Lincir",
     "METHODS",
     "METHOD_NAMES",
     "SLERP_PAPER_ALPHAS",

@@ -3,18 +3,23 @@
 A method turns reference-image and modification-text embeddings into gallery scores. Its settings are
 fields of the method object (Slerp's `alpha`); `for_benchmark` gives the values the method's paper uses on a
 benchmark, `search_space` the values a validation split may choose from, and `settings()` what ran, for
-every report. `scot eval`, the quickstart, `scot search` and the demo all build methods here.
+every report. A method trained apart from SCOT's Combiner (LinCIR's phi) names its saved folder in a setting
+(`artefact`); one that composes from the modification texts themselves, not only their embeddings, sets
+`needs_texts`. `scot eval`, the quickstart, `scot search` and the demo all build methods here.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
+from functools import lru_cache
 from typing import ClassVar
 
 import torch
 
 from .baselines import embedding_sum, image_only, slerp, text_only
+from .lincir_model import LincirModel
 
 
 @dataclass(frozen=True)
@@ -24,6 +29,10 @@ class CIRMethod:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     uses_text: ClassVar[bool] = True
+    needs_texts: ClassVar[bool] = False
+    """Whether `queries` needs the modification texts themselves (`texts`), not only their embeddings."""
+    artefact: ClassVar[str | None] = None
+    """The setting that names the method's own trained folder (None: the method needs none)."""
     search_space: ClassVar[Mapping[str, Sequence]] = {}
     """Setting name -> the values a validation split may choose from (empty: nothing to tune)."""
 
@@ -44,15 +53,23 @@ class CIRMethod:
             raise ValueError(f"method {self.name!r} has no setting(s) {unknown}; it has {sorted(known) or 'none'}")
         return replace(self, **settings)
 
-    def queries(self, model, image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
-        """(N, D) L2-normalised query embeddings from (N, D) reference-image and modification-text embeddings."""
+    def queries(
+        self, model, image_embeds: torch.Tensor, text_embeds: torch.Tensor, texts: Sequence[str] | None = None
+    ) -> torch.Tensor:
+        """(N, D) L2-normalised query embeddings from (N, D) reference-image and modification-text embeddings
+        (and, for a method that `needs_texts`, the N modification texts)."""
         raise NotImplementedError
 
     def score(
-        self, model, image_embeds: torch.Tensor, text_embeds: torch.Tensor, gallery_embeds: torch.Tensor
+        self,
+        model,
+        image_embeds: torch.Tensor,
+        text_embeds: torch.Tensor,
+        gallery_embeds: torch.Tensor,
+        texts: Sequence[str] | None = None,
     ) -> torch.Tensor:
         """(N, G) scores of the queries against (G, D) gallery embeddings: cosine similarity."""
-        queries = self.queries(model, image_embeds, text_embeds)
+        queries = self.queries(model, image_embeds, text_embeds, texts)
         return queries.float() @ gallery_embeds.to(queries.device).float().T
 
 
@@ -65,7 +82,7 @@ class ScotMethod(CIRMethod):
     compose_batch_size: ClassVar[int] = 4096
 
     @torch.no_grad()
-    def queries(self, model, image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
+    def queries(self, model, image_embeds, text_embeds, texts=None):
         model.eval()
         device, step = model.device, self.compose_batch_size
         parts = [
@@ -83,7 +100,7 @@ class ImageOnly(CIRMethod):
     description: ClassVar[str] = "image only"
     uses_text: ClassVar[bool] = False
 
-    def queries(self, model, image_embeds, text_embeds):
+    def queries(self, model, image_embeds, text_embeds, texts=None):
         return image_only(image_embeds, text_embeds)
 
 
@@ -92,7 +109,7 @@ class TextOnly(CIRMethod):
     name: ClassVar[str] = "text"
     description: ClassVar[str] = "text only"
 
-    def queries(self, model, image_embeds, text_embeds):
+    def queries(self, model, image_embeds, text_embeds, texts=None):
         return text_only(image_embeds, text_embeds)
 
 
@@ -101,7 +118,7 @@ class EmbeddingSum(CIRMethod):
     name: ClassVar[str] = "sum"
     description: ClassVar[str] = "sum"
 
-    def queries(self, model, image_embeds, text_embeds):
+    def queries(self, model, image_embeds, text_embeds, texts=None):
         return embedding_sum(image_embeds, text_embeds)
 
 
@@ -127,14 +144,41 @@ class Slerp(CIRMethod):
     def for_benchmark(cls, benchmark: str | None) -> Slerp:
         return cls(alpha=SLERP_PAPER_ALPHAS.get(benchmark, SLERP_DEFAULT_ALPHA))
 
-    def queries(self, model, image_embeds, text_embeds):
+    def queries(self, model, image_embeds, text_embeds, texts=None):
         return slerp(image_embeds, text_embeds, self.alpha)
 
 
+@lru_cache(maxsize=4)
+def _lincir_for(folder: str, encoder) -> LincirModel:
+    """phi saved at `folder` around `encoder`, loaded once per (folder, encoder)."""
+    return LincirModel.from_pretrained(folder, encoder)
+
+
+@dataclass(frozen=True)
+class Lincir(CIRMethod):
+    """LinCIR: phi maps the reference image embedding to the token of "a photo of $ that {modification}", which
+    the frozen text tower encodes; `model_path` is phi's folder (written by `train_lincir`)."""
+
+    name: ClassVar[str] = "lincir"
+    description: ClassVar[str] = "LinCIR (language-only trained phi)"
+    needs_texts: ClassVar[bool] = True
+    artefact: ClassVar[str | None] = "model_path"
+    model_path: str | None = None
+
+    def queries(self, model, image_embeds, text_embeds, texts=None):
+        if self.model_path is None:
+            raise ValueError("method 'lincir' needs a trained phi: pass its folder (scot eval/search/demo --lincir DIR)")
+        if texts is None:
+            raise ValueError("method 'lincir' composes from the modification texts: pass texts=")
+        return _lincir_for(os.path.realpath(self.model_path), model).compose(image_embeds, list(texts))
+
+
 METHODS: dict[str, type[CIRMethod]] = {
-    method.name: method for method in (ScotMethod, ImageOnly, TextOnly, EmbeddingSum, Slerp)
+    method.name: method for method in (ScotMethod, ImageOnly, TextOnly, EmbeddingSum, Slerp, Lincir)
 }
 METHOD_NAMES: tuple[str, ...] = tuple(METHODS)
+DEFAULT_METHOD_NAMES: tuple[str, ...] = tuple(name for name, method in METHODS.items() if method.artefact is None)
+"""The methods that run with a SCOT model alone (the default of `scot eval`)."""
 
 
 def build_method(name: str, benchmark: str | None = None, **settings) -> CIRMethod:
@@ -147,8 +191,10 @@ def build_method(name: str, benchmark: str | None = None, **settings) -> CIRMeth
 
 __all__ = [
     "CIRMethod",
+    "DEFAULT_METHOD_NAMES",
     "EmbeddingSum",
     "ImageOnly",
+    "Lincir",
     "METHODS",
     "METHOD_NAMES",
     "SLERP_PAPER_ALPHAS",

@@ -18,13 +18,15 @@ logger = logging.getLogger(__name__)
 CACHE_FOLDER = "embedding-cache"
 
 
-def load_model_and_fingerprint(model_name: str, device_name: str, dtype_name: str) -> tuple[ScotModel, str]:
-    """The model `model_name` (Hub id or folder) on a device and dtype named as `--device`/`--dtype` take them, and
-    the fingerprint of its encoder's float32 weights (the same whatever device and dtype the index was built or
-    searched with)."""
+def load_model_and_fingerprint(
+    model_name: str, device_name: str, dtype_name: str, image_tower: str | None = None
+) -> tuple[ScotModel, str]:
+    """The model `model_name` (Hub id or folder; with `image_tower`, its image tower TAT-tuned) on a device and
+    dtype named as `--device`/`--dtype` take them, and the fingerprint of its encoder's float32 weights (the same
+    whatever device and dtype the index was built or searched with)."""
     device = resolve_device(device_name)
     dtype = resolve_dtype(dtype_name, device)
-    model = load_model(model_name, "cpu", "fp32")
+    model = load_model(model_name, "cpu", "fp32", image_tower)
     fingerprint = encoder_fingerprint(model)
     return model.to(device=device, dtype=dtype), fingerprint
 

@@ -31,7 +31,7 @@ def compose_query(model: ScotModel, image: ImageInput, text: str, method: CIRMet
     image_embeds = encode_images(model, [image], progress=False)
     text_embeds = encode_texts(model, [text], progress=False)
     if not isinstance(method, ScotMethod):
-        return ComposedQuery(method.queries(model, image_embeds, text_embeds).float().cpu(), image_embeds, None)
+        return ComposedQuery(method.queries(model, image_embeds, text_embeds, [text]).float().cpu(), image_embeds, None)
     output = model.eval().compose(image_embeds.to(model.device), text_embeds.to(model.device))
     return ComposedQuery(output.query_embeds.float().cpu(), image_embeds, float(output.modality_weight[0]))
 

@@ -16,7 +16,7 @@ from modeling_scot.evaluation.fashioniq import load_fashioniq
 from modeling_scot.evaluation.genecis import load_genecis
 from modeling_scot.evaluation.runner import average_reports
 from modeling_scot.evaluation.scoring import compute_metrics
-from modeling_scot.methods import METHOD_NAMES
+from modeling_scot.methods import DEFAULT_METHOD_NAMES as METHOD_NAMES
 from modeling_scot.world import clip_path
 
 LOADERS = {

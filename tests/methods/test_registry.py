@@ -2,7 +2,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from modeling_scot.methods import METHOD_NAMES, SLERP_PAPER_ALPHAS, ScotMethod, Slerp, build_method, embedding_sum, slerp
+from modeling_scot.methods import (
+    DEFAULT_METHOD_NAMES,
+    METHOD_NAMES,
+    SLERP_PAPER_ALPHAS,
+    ScotMethod,
+    Slerp,
+    build_method,
+    embedding_sum,
+    slerp,
+)
+from modeling_scot.methods.lincir_model import LincirModel
 
 
 def _embeds(rows=6, dim=16, seed=0):
@@ -11,9 +21,26 @@ def _embeds(rows=6, dim=16, seed=0):
 
 
 def test_the_registry_names_every_method():
-    assert METHOD_NAMES == ("scot", "image", "text", "sum", "slerp")
+    assert METHOD_NAMES == ("scot", "image", "text", "sum", "slerp", "lincir")
+    assert DEFAULT_METHOD_NAMES == ("scot", "image", "text", "sum", "slerp")
     for name in METHOD_NAMES:
         assert build_method(name).name == name
+
+
+def test_lincir_runs_its_saved_phi_from_the_registry(scot_model, tmp_path):
+    torch.manual_seed(0)
+    phi = LincirModel.from_encoder(scot_model)
+    phi.save_pretrained(tmp_path / "phi")
+    image, text, gallery = _embeds(rows=3)
+    texts = ["make it blue", "add a red star", ""]
+    method = build_method("lincir", model_path=str(tmp_path / "phi"))
+    assert method.settings() == {"model_path": str(tmp_path / "phi")}
+    assert torch.equal(method.queries(scot_model, image, text, texts), phi.compose(image, texts))
+    assert method.score(scot_model, image, text, gallery, texts).shape == (3, 3)
+    with pytest.raises(ValueError, match="needs a trained phi"):
+        build_method("lincir").queries(scot_model, image, text, texts)
+    with pytest.raises(ValueError, match="composes from the modification texts"):
+        method.queries(scot_model, image, text)
 
 
 @pytest.mark.parametrize("benchmark, alpha", [*SLERP_PAPER_ALPHAS.items(), ("genecis", 0.8), ("world", 0.8), (None, 0.8)])

@@ -1,0 +1,305 @@
+"""LinCIR (Gu et al., CVPR 2024, "Language-only Training of Zero-shot Composed Image Retrieval"): a projection phi
+maps an embedding of the frozen dual encoder to one token embedding of its text tower.
+
+Trained on captions alone (see `lincir_training`), phi turns a caption's text embedding into the token that stands
+for the caption's keywords. At query time it turns the reference image's embedding into the token of the prompt
+"a photo of $ that {modification}", which the frozen text tower encodes into the composed query; the gallery is
+image embeddings. A saved model holds phi only and names the encoder it was trained with.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+
+from ..checkpoints import _save_tensors_atomic
+from ..io_utils import write_json
+from ..modeling_scot import ScotModel
+from .keywords import PlaceholderTokenizer
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+MODIFICATION = "{modification}"
+PROBE_ROWS = 8
+PROBE_TOLERANCE = 1e-2
+"""Absolute tolerance on the token-table probe: the same encoder loaded in bf16 or fp16 still matches."""
+COMPOSE_BATCH_SIZE = 256
+
+
+@dataclass
+class LincirConfig:
+    """phi's sizes, LinCIR's settings, and the encoder phi belongs to (`encoder_name_or_path`, `encoder_signature`)."""
+
+    model_type: ClassVar[str] = "lincir"
+
+    embed_dim: int
+    token_dim: int
+    hidden_dim: int = 0
+    """Width of phi's two hidden layers; 0: 4 * embed_dim (LinCIR's size: 768 -> 3072 -> 3072 -> 768 for ViT-L)."""
+    dropout: float = 0.5
+    noise_scale: float = 1.0
+    """Training adds `noise_scale * u * n / sqrt(D)` to the L2-normalised caption embedding, u ~ U(0, 1) per caption,
+    n ~ N(0, I_D): noise about `noise_scale * u` times as long as the embedding. (LinCIR's code adds `u * n` to the
+    unnormalised CLIP embedding, whose norm r sets the ratio: its setting is noise_scale = sqrt(D) / r here.)"""
+    placeholder: str = "$"
+    prompt_template: str = "a photo of $ that {modification}"
+    encoder_name_or_path: str | None = None
+    encoder_signature: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("embed_dim", "token_dim", "hidden_dim"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < (name != "hidden_dim"):
+                raise ValueError(f"LincirConfig.{name} must be a positive integer, got {value!r}")
+        self.hidden_dim = self.hidden_dim or 4 * self.embed_dim
+        for name, low, high in (("dropout", 0.0, 1.0), ("noise_scale", 0.0, float("inf"))):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value < high:
+                raise ValueError(f"LincirConfig.{name} must be a number in [{low}, {high}), got {value!r}")
+        if not isinstance(self.placeholder, str) or not self.placeholder.strip():
+            raise ValueError(f"LincirConfig.placeholder must be a non-empty string, got {self.placeholder!r}")
+        if not isinstance(self.encoder_name_or_path, (str, type(None))) or not isinstance(self.encoder_signature, dict):
+            raise ValueError("LincirConfig.encoder_name_or_path must be a string or null, encoder_signature an object")
+        template, placeholder = self.prompt_template, self.placeholder
+        if (
+            not isinstance(template, str)
+            or template.count(placeholder) != 1
+            or template.count(MODIFICATION) != 1
+            or template.index(placeholder) > template.index(MODIFICATION)
+        ):
+            raise ValueError(
+                f"LincirConfig.prompt_template must hold the placeholder {placeholder!r} once, then {MODIFICATION} "
+                f"once, got {template!r}"
+            )
+
+    def to_dict(self) -> dict:
+        return {"model_type": self.model_type, **asdict(self)}
+
+    @classmethod
+    def from_file(cls, path: Path) -> LincirConfig:
+        """The config saved at `path`; a ValueError names the file and what is wrong."""
+        try:
+            values = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"{path} cannot be read as JSON: {err}") from None
+        if not isinstance(values, dict) or values.pop("model_type", None) != cls.model_type:
+            raise ValueError(f"{path} is not a LinCIR config (it needs \"model_type\": \"{cls.model_type}\")")
+        unknown = sorted(set(values) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"{path}: unknown field(s) {unknown}")
+        try:
+            return cls(**values)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path}: {err}") from None
+
+
+class LincirPhi(nn.Module):
+    """phi: Linear(D, H), GELU, Dropout, Linear(H, H), GELU, Dropout, Linear(H, token_dim)."""
+
+    def __init__(self, config: LincirConfig):
+        super().__init__()
+        width = config.hidden_dim
+        self.layers = nn.Sequential(
+            nn.Linear(config.embed_dim, width), nn.GELU(), nn.Dropout(config.dropout),
+            nn.Linear(width, width), nn.GELU(), nn.Dropout(config.dropout),
+            nn.Linear(width, config.token_dim),
+        )  # fmt: skip
+
+    def forward(self, embeds: torch.Tensor) -> torch.Tensor:
+        return self.layers(embeds)
+
+
+def encoder_signature(encoder: ScotModel) -> dict:
+    """What identifies a frozen encoder: family, sizes, and sums of the first rows of its token-embedding table."""
+    table = encoder.encoder_adapter.token_embedding.weight.detach()
+    rows = table[:PROBE_ROWS].float().cpu()
+    signs = torch.ones(rows.shape[1])
+    signs[1::2] = -1
+    probe = torch.cat([rows.sum(dim=1), rows @ signs])
+    return {
+        "model_type": encoder.encoder.config.model_type,
+        "embed_dim": encoder.config.embed_dim,
+        "token_dim": table.shape[1],
+        "vocab_size": table.shape[0],
+        "token_table_probe": [round(value, 5) for value in probe.tolist()],
+    }
+
+
+def signature_mismatch(saved: dict, given: dict) -> str | None:
+    """Which part of two encoder signatures differs, or None when they match."""
+    for key in ("model_type", "embed_dim", "token_dim", "vocab_size"):
+        if saved.get(key) != given.get(key):
+            return f"{key} {saved.get(key)!r} != {given.get(key)!r}"
+    probe, other = saved.get("token_table_probe", []), given.get("token_table_probe", [])
+    try:
+        saved_probe, given_probe = (torch.tensor(values, dtype=torch.float64) for values in (probe, other))
+        close = saved_probe.shape == given_probe.shape and torch.allclose(
+            saved_probe, given_probe, atol=PROBE_TOLERANCE, rtol=0
+        )
+    except (TypeError, ValueError, RuntimeError):  # a probe that is not a list of numbers
+        close = False
+    if not close:
+        return "the token-embedding tables differ"
+    return None
+
+
+def load_encoder(encoder: ScotModel | str | os.PathLike, dtype: torch.dtype | None = None) -> ScotModel:
+    """A frozen encoder with its processor: the given ScotModel (its Combiner is unused), or loaded from a Hub id
+    or folder."""
+    if isinstance(encoder, ScotModel):
+        return encoder
+    if isinstance(encoder, (str, os.PathLike)):
+        return ScotModel.from_encoder(encoder, dtype=dtype)
+    raise ValueError(f"encoder must be a ScotModel, a Hub id or a folder, got {type(encoder).__name__}")
+
+
+class LincirModel:
+    """phi around a frozen encoder (a [`ScotModel`], whose `encoder_adapter` encodes text with injected tokens)."""
+
+    def __init__(self, config: LincirConfig, encoder: ScotModel, phi: LincirPhi | None = None):
+        signature = encoder_signature(encoder)
+        for name in ("embed_dim", "token_dim"):
+            if getattr(config, name) != signature[name]:
+                raise ValueError(f"LincirConfig.{name} is {getattr(config, name)}, the encoder's is {signature[name]}")
+        if encoder.processor is None:
+            raise ValueError("the encoder has no processor: load it from a Hub id or folder with processor files")
+        tokenizer = encoder.processor.tokenizer
+        max_length = min(tokenizer.model_max_length, encoder.encoder.config.text_config.max_position_embeddings)
+        self.config, self.encoder = config, encoder
+        self.tokenizer = PlaceholderTokenizer(tokenizer, config.placeholder, max_length, encoder.processor.text_padding)
+        self.phi = (phi if phi is not None else LincirPhi(config)).to(encoder.device)
+
+    @classmethod
+    def from_encoder(
+        cls, encoder: ScotModel | str | os.PathLike, *, dtype: torch.dtype | None = None, **settings
+    ) -> LincirModel:
+        """A fresh (untrained) phi for `encoder`; `settings` are [`LincirConfig`] fields (dropout, noise_scale, ...)."""
+        settable = {f.name for f in fields(LincirConfig)} - {"embed_dim", "token_dim", "encoder_signature"}
+        unknown = sorted(set(settings) - settable)
+        if unknown:
+            raise ValueError(f"unknown LinCIR setting(s) {unknown}; choose from {sorted(settable)}")
+        encoder = load_encoder(encoder, dtype)
+        signature = encoder_signature(encoder)
+        config = LincirConfig(
+            embed_dim=signature["embed_dim"],
+            token_dim=signature["token_dim"],
+            encoder_name_or_path=encoder.config.encoder_name_or_path,
+            encoder_signature=signature,
+            **settings,
+        )
+        return cls(config, encoder)
+
+    @property
+    def device(self) -> torch.device:
+        return self.encoder.device
+
+    def to(self, device: torch.device | str) -> LincirModel:
+        self.encoder.to(device)
+        self.phi.to(device)
+        return self
+
+    def prompt_pieces(self, modifications: list[str]) -> list[list[str]]:
+        """The prompt around each modification, split at the placeholder."""
+        before, after = self.config.prompt_template.split(self.config.placeholder)
+        return [[before, after.replace(MODIFICATION, text)] for text in modifications]
+
+    @torch.inference_mode()
+    def compose(self, image_embeds: torch.Tensor, modifications: list[str]) -> torch.Tensor:
+        """(N, D) L2-normalised composed queries of (N, D) reference-image embeddings and N modification texts.
+
+        phi (in eval mode, no noise) maps each image embedding to the placeholder's token; a modification too long
+        for the text tower is cut (one warning per call), never the placeholder.
+        """
+        if image_embeds.ndim != 2 or image_embeds.shape[1] != self.config.embed_dim:
+            expected = f"(N, {self.config.embed_dim})"
+            raise ValueError(f"image_embeds must have shape {expected}, got {tuple(image_embeds.shape)}")
+        if (
+            isinstance(modifications, str)
+            or len(modifications) != len(image_embeds)
+            or not all(isinstance(text, str) for text in modifications)
+        ):
+            raise ValueError(f"modifications must be a list of {len(image_embeds)} strings, one per image embedding")
+        batch = self.tokenizer(self.prompt_pieces(list(modifications)))
+        if (batch.counts() != 1).any():
+            raise ValueError(f"the prompt template {self.config.prompt_template!r} leaves no room for the placeholder")
+        if batch.truncated:
+            first = batch.truncated[0]
+            warnings.warn(
+                f"{len(batch.truncated)} of {len(modifications)} modifications were cut to fit the text tower's "
+                f"{self.tokenizer.max_length} tokens (the first: {modifications[first][:60]!r})",
+                stacklevel=2,
+            )
+        training = self.phi.training
+        self.phi.eval()
+        adapter, device = self.encoder.encoder_adapter, self.device
+        dtype = adapter.token_embedding.weight.dtype
+        parts = []
+        try:
+            for start in range(0, len(image_embeds), COMPOSE_BATCH_SIZE):
+                rows = slice(start, start + COMPOSE_BATCH_SIZE)
+                tokens = self.phi(image_embeds[rows].to(device, torch.float32)).to(dtype)
+                mask = None if batch.attention_mask is None else batch.attention_mask[rows].to(device)
+                queries = adapter.text_embeds_with_tokens(
+                    batch.input_ids[rows].to(device), mask, batch.replace[rows].to(device), tokens
+                )
+                parts.append(queries.float().cpu())
+        finally:
+            self.phi.train(training)
+        return torch.cat(parts) if parts else torch.empty(0, self.config.embed_dim)
+
+    def save_pretrained(self, folder: str | os.PathLike) -> None:
+        """Write config.json and model.safetensors (phi only; the config names the encoder)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        _save_tensors_atomic(self.phi.state_dict(), folder / WEIGHTS_NAME, metadata={"format": "pt"})
+        write_json(folder / CONFIG_NAME, self.config.to_dict())
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        folder: str | os.PathLike,
+        encoder: ScotModel | str | os.PathLike | None = None,
+        *,
+        dtype: torch.dtype | None = None,
+    ) -> LincirModel:
+        """phi saved at `folder` around `encoder` (default: the encoder its config names); refuses an encoder other
+        than the one phi was trained with."""
+        folder = Path(folder)
+        for path in (folder, folder / CONFIG_NAME, folder / WEIGHTS_NAME):
+            if not path.exists():
+                raise FileNotFoundError(f"LinCIR model {str(folder)!r}: {str(path)!r} does not exist")
+        config = LincirConfig.from_file(folder / CONFIG_NAME)
+        if encoder is None:
+            if not config.encoder_name_or_path:
+                raise ValueError(f"{folder / CONFIG_NAME} names no encoder (encoder_name_or_path): pass encoder=...")
+            encoder = config.encoder_name_or_path
+        encoder = load_encoder(encoder, dtype)
+        problem = signature_mismatch(config.encoder_signature, encoder_signature(encoder))
+        if problem is not None:
+            raise ValueError(
+                f"{folder}: phi was trained with the encoder {config.encoder_name_or_path!r}, but the given encoder "
+                f"{encoder.config.encoder_name_or_path!r} is a different one ({problem})"
+            )
+        try:
+            state = load_file(str(folder / WEIGHTS_NAME))
+        except (OSError, SafetensorError) as err:
+            raise ValueError(f"{folder / WEIGHTS_NAME} is not a readable safetensors file: {err}") from None
+        phi = LincirPhi(config)
+        expected = {name: tuple(value.shape) for name, value in phi.state_dict().items()}
+        found = {name: tuple(value.shape) for name, value in state.items()}
+        if found != expected:
+            raise ValueError(f"{folder / WEIGHTS_NAME} holds tensors {found}, phi needs {expected}")
+        phi.load_state_dict(state)
+        return cls(config, encoder, phi.eval())
+
+
+__all__ = ["LincirConfig", "LincirModel", "LincirPhi", "encoder_signature", "load_encoder", "signature_mismatch"]

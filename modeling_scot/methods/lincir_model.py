@@ -9,10 +9,9 @@ image embeddings. A saved model holds phi only and names the encoder it was trai
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import ClassVar
 
@@ -25,6 +24,7 @@ from ..checkpoints import _save_tensors_atomic
 from ..io_utils import write_json
 from ..modeling_scot import ScotModel
 from .keywords import PlaceholderTokenizer
+from .saved_config import SavedConfig
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -36,10 +36,11 @@ COMPOSE_BATCH_SIZE = 256
 
 
 @dataclass
-class LincirConfig:
+class LincirConfig(SavedConfig):
     """phi's sizes, LinCIR's settings, and the encoder phi belongs to (`encoder_name_or_path`, `encoder_signature`)."""
 
     model_type: ClassVar[str] = "lincir"
+    label: ClassVar[str] = "LinCIR"
 
     embed_dim: int
     token_dim: int
@@ -80,26 +81,6 @@ class LincirConfig:
                 f"LincirConfig.prompt_template must hold the placeholder {placeholder!r} once, then {MODIFICATION} "
                 f"once, got {template!r}"
             )
-
-    def to_dict(self) -> dict:
-        return {"model_type": self.model_type, **asdict(self)}
-
-    @classmethod
-    def from_file(cls, path: Path) -> LincirConfig:
-        """The config saved at `path`; a ValueError names the file and what is wrong."""
-        try:
-            values = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ValueError(f"{path} cannot be read as JSON: {err}") from None
-        if not isinstance(values, dict) or values.pop("model_type", None) != cls.model_type:
-            raise ValueError(f"{path} is not a LinCIR config (it needs \"model_type\": \"{cls.model_type}\")")
-        unknown = sorted(set(values) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"{path}: unknown field(s) {unknown}")
-        try:
-            return cls(**values)
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"{path}: {err}") from None
 
 
 class LincirPhi(nn.Module):

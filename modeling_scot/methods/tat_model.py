@@ -15,7 +15,7 @@ import json
 import math
 import os
 import re
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -29,6 +29,7 @@ from ..configuration_scot import one_line
 from ..encoders import adapter_for
 from ..io_utils import replace_folder_atomic, write_json
 from ..modeling_scot import ScotModel, load_dual_encoder
+from .saved_config import SavedConfig
 
 CONFIG_NAME = "tat_config.json"
 ADAPTER_CONFIG_NAME = "adapter_config.json"
@@ -44,10 +45,11 @@ SAME_DTYPE_TOLERANCE = 1e-9
 
 
 @dataclass
-class TatConfig:
+class TatConfig(SavedConfig):
     """TAT's LoRA and loss settings (the paper's by default) and the base encoder they belong to."""
 
     model_type: ClassVar[str] = "tat"
+    label: ClassVar[str] = "TAT"
 
     rank: int = field(default=16, metadata={"help": "LoRA rank r."})
     alpha: float = field(default=16.0, metadata={"help": "LoRA alpha (the update is scaled by alpha / r)."})
@@ -74,26 +76,6 @@ class TatConfig:
                              f"{err}") from None
         if not isinstance(self.base_name_or_path, (str, type(None))) or not isinstance(self.base_signature, dict):
             raise ValueError("TatConfig.base_name_or_path must be a string or null, base_signature an object")
-
-    def to_dict(self) -> dict:
-        return {"model_type": self.model_type, **asdict(self)}
-
-    @classmethod
-    def from_file(cls, path: Path) -> TatConfig:
-        """The config saved at `path`; a ValueError names the file and what is wrong."""
-        try:
-            values = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ValueError(f"{path} cannot be read as JSON: {err}") from None
-        if not isinstance(values, dict) or values.pop("model_type", None) != cls.model_type:
-            raise ValueError(f"{path} is not a TAT config (it needs \"model_type\": \"{cls.model_type}\")")
-        unknown = sorted(set(values) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"{path}: unknown field(s) {unknown}")
-        try:
-            return cls(**values)
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"{path}: {err}") from None
 
     def for_base(self, encoder: PreTrainedModel, name_or_path: str | None) -> TatConfig:
         """This config naming `encoder` (loaded from `name_or_path`) as its base, with its signature."""

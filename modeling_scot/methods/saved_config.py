@@ -1,0 +1,38 @@
+"""The JSON form of a method's dataclass config: `to_dict` with its `model_type`, and `from_file` with checks."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import ClassVar
+
+
+class SavedConfig:
+    """Mixin for a dataclass config saved as JSON; subclasses set `model_type` and `label` (for messages)."""
+
+    model_type: ClassVar[str] = ""
+    label: ClassVar[str] = ""
+
+    def to_dict(self) -> dict:
+        return {"model_type": self.model_type, **asdict(self)}
+
+    @classmethod
+    def from_file(cls, path: Path):
+        """The config saved at `path`; a ValueError names the file and what is wrong."""
+        try:
+            values = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"{path} cannot be read as JSON: {err}") from None
+        if not isinstance(values, dict) or values.pop("model_type", None) != cls.model_type:
+            raise ValueError(f"{path} is not a {cls.label} config (it needs \"model_type\": \"{cls.model_type}\")")
+        unknown = sorted(set(values) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"{path}: unknown field(s) {unknown}")
+        try:
+            return cls(**values)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path}: {err}") from None
+
+
+__all__ = ["SavedConfig"]

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from ..configuration_scot import SCOT_VERSION
+from .compare import add_compare_parser
 from .demo import add_demo_parser
 from .embed import add_embed_parser
 from .evaluate import add_eval_parsers
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_index_parser(commands)
     add_search_parser(commands)
     add_demo_parser(commands)
+    add_compare_parser(commands)
     return parser
 
 

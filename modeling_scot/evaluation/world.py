@@ -8,6 +8,7 @@ same world, drawn from another random stream: settings are tuned there, never on
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 
@@ -87,13 +88,16 @@ def evaluate_world(
     num_queries: int = 1000,
     batch_size: int = 64,
     progress: bool = True,
+    method_settings: Mapping[str, Mapping] | None = None,
 ) -> dict:
-    """[`evaluate_split`] on the world benchmark of `seed`, settings tuned on its validation split."""
+    """[`evaluate_split`] on the world benchmark of `seed`, settings tuned on its validation split (those not
+    fixed by `method_settings`)."""
     return evaluate_split(
         model,
         load_world(seed, num_queries),
         methods,
         cache_dir=cache_dir,
+        method_settings=method_settings,
         validation=load_world_validation(seed),
         batch_size=batch_size,
         progress=progress,

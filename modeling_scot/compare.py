@@ -2,7 +2,7 @@
 
 Per seed, every trained method gets the same frozen world CLIP and the same data: the quickstart's rule-written
 triplets of that seed's training scenes (SCOT trains on the triplets, Text-Anchored Tuning on their images and
-captions, LinCIR on their captions and modified captions). Nothing comes from the test split: settings a method
+captions, LinCIR on their captions and modified captions, ISA on their images). Nothing comes from the test split: settings a method
 can tune (Slerp's alpha) are chosen on the seed's validation split. Each method is then scored on the seed's test
 split by `evaluate_world`, and its query cost is measured on one query (encoder FLOPs and latency).
 """
@@ -23,6 +23,8 @@ from transformers import set_seed
 from .evaluation.world import evaluate_world, load_world
 from .io_utils import write_json
 from .methods import DEFAULT_METHOD_NAMES, CIRMethod, build_method
+from .methods.isa_model import IsaModel
+from .methods.isa_training import IsaTrainingArguments, train_isa
 from .methods.keywords import WORLD_LEXICON
 from .methods.lincir_training import LincirTrainingArguments, train_lincir
 from .methods.tat_model import with_tuned_image_tower
@@ -48,6 +50,8 @@ class CompareSettings:
     tat_epochs: float = field(default=2.0, metadata={"help": "Text-Anchored Tuning epochs over the scene images."})
     tat_learning_rate: float = field(default=1e-3, metadata={"help": "Learning rate of TAT's LoRA adapters."})
     lincir_steps: int = field(default=300, metadata={"help": "LinCIR's phi training steps."})
+    isa_epochs: float = field(default=5.0, metadata={"help": "ISA epochs over the scene images."})
+    isa_learning_rate: float = field(default=1e-3, metadata={"help": "Learning rate of ISA's query encoder."})
     test_queries: int = field(default=1000, metadata={"help": "Queries of each seed's test split."})
 
     def __post_init__(self) -> None:
@@ -56,7 +60,7 @@ class CompareSettings:
         for name in ("num_scenes", "edits_per_scene", "scot_epochs", "lincir_steps", "test_queries"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        for name in ("tat_epochs", "tat_learning_rate"):
+        for name in ("tat_epochs", "tat_learning_rate", "isa_epochs", "isa_learning_rate"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
 
@@ -116,6 +120,16 @@ def train_phi(seed: int, settings: CompareSettings, triplets, work: Path) -> tup
     return work / "lincir" / "model", _trainable(phi.phi.parameters())
 
 
+def train_query_encoder(seed: int, settings: CompareSettings, triplets, work: Path) -> tuple[Path, int]:
+    """ISA's light query encoder distilled from the world CLIP's image tower on the triplets' images, and its size."""
+    args = _quiet(IsaTrainingArguments, work / "isa", seed, num_train_epochs=settings.isa_epochs,
+                  learning_rate=settings.isa_learning_rate, dataloader_drop_last=True)  # fmt: skip
+    set_seed(seed)
+    isa = IsaModel.from_encoder(clip_path())
+    train_isa(isa, triplets, args, resume=True)
+    return work / "isa" / "model", _trainable(isa.query_encoder.parameters())
+
+
 def _timed(train: Callable[[], object]) -> tuple[object, float]:
     started = time.monotonic()
     result = train()
@@ -128,6 +142,7 @@ def trained_methods(seed: int, settings: CompareSettings, work: Path) -> dict[st
     scot, scot_seconds = _timed(lambda: train_scot(seed, settings, triplets, work))
     (tuned, tat_parameters), tat_seconds = _timed(lambda: train_tat_tower(seed, settings, triplets, work))
     (phi, phi_parameters), phi_seconds = _timed(lambda: train_phi(seed, settings, triplets, work))
+    (isa, isa_parameters), isa_seconds = _timed(lambda: train_query_encoder(seed, settings, triplets, work))
     combiner = _trainable(scot.parameters())
     methods = {
         name: TrainedMethod(scot, name, {}, scot_seconds if name == "scot" else 0.0, combiner if name == "scot" else 0)
@@ -135,6 +150,7 @@ def trained_methods(seed: int, settings: CompareSettings, work: Path) -> dict[st
     }
     methods["tat+slerp"] = TrainedMethod(tuned, "slerp", {}, tat_seconds, tat_parameters)
     methods["lincir"] = TrainedMethod(scot, "lincir", {"model_path": str(phi)}, phi_seconds, phi_parameters)
+    methods["isa"] = TrainedMethod(scot, "isa", {"model_path": str(isa)}, isa_seconds, isa_parameters)
     return methods
 
 

@@ -12,8 +12,8 @@ from modeling_scot.modeling_scot import ScotModel
 from modeling_scot.world import clip_path
 
 TINY = ["--num_scenes", "130", "--edits_per_scene", "2", "--scot_epochs", "1", "--tat_epochs", "1",
-        "--lincir_steps", "1", "--test_queries", "10"]  # fmt: skip
-METHODS = [*DEFAULT_METHOD_NAMES, "tat+slerp", "lincir"]
+        "--lincir_steps", "1", "--isa_epochs", "1", "--test_queries", "10"]  # fmt: skip
+METHODS = [*DEFAULT_METHOD_NAMES, "tat+slerp", "lincir", "isa"]
 
 
 def _row(recall: float) -> dict:
@@ -53,8 +53,10 @@ def test_compare_trains_every_method_and_its_rows_recompute(tmp_path, capsys):
     for name, row in summary["methods"].items():
         assert set(row["recall@1"]) == {"mean", "std", "per_seed"} and len(row["recall@1"]["per_seed"]) == 1
         assert row["query_gflops"] > 0 and row["query_latency_ms"]["mean"] > 0
-        assert (row["trainable_parameters"] > 0) == (name in ("scot", "tat+slerp", "lincir")), name
+        assert (row["trainable_parameters"] > 0) == (name in ("scot", "tat+slerp", "lincir", "isa")), name
     assert "tat+slerp" in capsys.readouterr().out
+    isa, image = summary["methods"]["isa"], summary["methods"]["image"]
+    assert isa["query_gflops"] < image["query_gflops"]  # the query never runs the large image tower
     # the image-only row is the harness's own, on the untouched encoder
     image = evaluate_world(ScotModel.from_encoder(clip_path()), 3, ("image",), cache_dir=tmp_path / "e",
                            num_queries=10, progress=False)  # fmt: skip

@@ -20,27 +20,37 @@ def add_runtime_options(parser: argparse.ArgumentParser, batch_size: int) -> Non
     parser.add_argument("--batch-size", type=int, default=batch_size, help=f"batch size (default {batch_size})")
 
 
-def add_method_options(parser: argparse.ArgumentParser, lincir: bool = True) -> None:
-    """`--image-tower` (a Text-Anchored-Tuned image tower) and, with `lincir`, `--lincir` (LinCIR's phi)."""
+TRAINED_FOLDERS = {"lincir": "LinCIR phi folder (written by train_lincir)",
+                   "isa": "ISA query-encoder folder (written by train_isa)"}
+"""The methods that need a trained folder of their own, by name: the option `--NAME DIR` gives it."""
+
+
+def add_method_options(parser: argparse.ArgumentParser, trained: bool = True) -> None:
+    """`--image-tower` (a Text-Anchored-Tuned image tower) and, with `trained`, `--lincir` and `--isa`."""
     parser.add_argument(
         "--image-tower",
         metavar="DIR",
         help="TAT folder (written by train_tat): its LoRA adapters are merged into the model's image tower, so "
         "every image embedding (references and gallery) comes from the tuned tower",
     )
-    if lincir:
-        parser.add_argument(
-            "--lincir", metavar="DIR", help="LinCIR phi folder (written by train_lincir): makes --method lincir available"
-        )
+    if trained:
+        for name, what in TRAINED_FOLDERS.items():
+            parser.add_argument(f"--{name}", metavar="DIR", help=f"{what}: makes --method {name} available")
 
 
-def lincir_settings(args: argparse.Namespace, methods: Sequence[str]) -> dict:
-    """The lincir method's settings from `--lincir`; refuses `--method lincir` without it."""
-    if "lincir" in methods and not args.lincir:
-        raise ValueError("--method lincir needs --lincir DIR, the folder of a phi written by train_lincir")
-    if args.lincir and not Path(args.lincir).is_dir():
-        raise FileNotFoundError(f"--lincir {args.lincir!r} is not a folder (one written by train_lincir)")
-    return {"lincir": {"model_path": args.lincir}} if args.lincir else {}
+def trained_method_settings(args: argparse.Namespace, methods: Sequence[str]) -> dict:
+    """The settings (`model_path`) of the methods whose folders `--lincir` / `--isa` give; refuses `--method NAME`
+    without its folder."""
+    settings = {}
+    for name, what in TRAINED_FOLDERS.items():
+        folder = getattr(args, name)
+        if name in methods and not folder:
+            raise ValueError(f"--method {name} needs --{name} DIR, the {what}")
+        if folder and not Path(folder).is_dir():
+            raise FileNotFoundError(f"--{name} {folder!r} is not a folder (the {what})")
+        if folder:
+            settings[name] = {"model_path": folder}
+    return settings
 
 
 def parse_dataclasses(prog: str, description: str | None, types: Sequence[type], argv: Sequence[str]) -> tuple:

@@ -24,7 +24,7 @@ class CompareOutput:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    """Train SCOT, Text-Anchored Tuning and LinCIR on the same world data per seed, test them with the training-free
+    """Train SCOT, Text-Anchored Tuning, LinCIR and ISA on the same world data per seed, test them with the training-free
     baselines on each seed's test split, and print one table (mean and spread over the seeds)."""
     where, settings = parse_dataclasses("scot compare", cmd_compare.__doc__, (CompareOutput, CompareSettings), args.extra)
     check_num_queries(settings.test_queries, "--test-queries")

@@ -45,6 +45,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         image_tower=args.image_tower,
         lincir=args.lincir,
+        isa=args.isa,
     )
     launch_app(create_app(settings), host, port)
     return 0

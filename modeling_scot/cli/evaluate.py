@@ -26,12 +26,7 @@ from ..methods import DEFAULT_METHOD_NAMES, METHOD_NAMES
 from ..quickstart import scot_home
 from ..runtime import load_model
 from ..world.export import export_cirr
-from .common import (
-    add_method_options,
-    add_runtime_options,
-    lincir_settings,
-    print_report,
-)
+from .common import TRAINED_FOLDERS, add_method_options, add_runtime_options, print_report, trained_method_settings
 
 logger = logging.getLogger(__name__)
 
@@ -87,16 +82,17 @@ def check_output_paths(args: argparse.Namespace) -> None:
 
 
 def chosen_methods(args: argparse.Namespace) -> tuple[str, ...]:
-    """`--method` (repeatable), else every method that runs with the model alone, and lincir with `--lincir`."""
+    """`--method` (repeatable), else every method that runs with the model alone, and those whose trained
+    folders are given (`--lincir`, `--isa`)."""
     if args.method:
         return tuple(dict.fromkeys(args.method))
-    return DEFAULT_METHOD_NAMES + (("lincir",) if args.lincir else ())
+    return DEFAULT_METHOD_NAMES + tuple(name for name in TRAINED_FOLDERS if getattr(args, name))
 
 
 def method_settings(args: argparse.Namespace, methods: Sequence[str]) -> dict:
-    """Settings fixed on the command line (`--slerp-alpha`, `--lincir`); the rest follow the benchmark or its
-    validation split."""
-    settings = lincir_settings(args, methods)
+    """Settings fixed on the command line (`--slerp-alpha`, `--lincir`, `--isa`); the rest follow the benchmark or
+    its validation split."""
+    settings = trained_method_settings(args, methods)
     if args.slerp_alpha is None:
         return settings
     if not 0.0 <= args.slerp_alpha <= 1.0:
@@ -176,7 +172,7 @@ def add_eval_parsers(commands: argparse._SubParsersAction) -> None:
     )
     evaluate.add_argument("--category", choices=CATEGORIES, help="fashioniq category (default: all three and their average)")
     evaluate.add_argument("--image-root", help="where the images are, when not under --data-root (cirr, fashioniq, genecis)")
-    evaluate.add_argument("--method", action="append", choices=list(METHOD_NAMES), help="method(s) to run (default: all but lincir, and lincir too with --lincir)")
+    evaluate.add_argument("--method", action="append", choices=list(METHOD_NAMES), help="method(s) to run (default: all; lincir and isa when their folders are given)")
     evaluate.add_argument("--output", help="also write the metrics JSON here")
     evaluate.add_argument(
         "--save-predictions", metavar="DIR", help="write ranked lists, or the test-server files, into DIR/<method>/"

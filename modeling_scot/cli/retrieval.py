@@ -14,7 +14,7 @@ from ..retrieval.index import KINDS, GalleryIndex, resolve_kind
 from ..retrieval.indexing import check_encoder, load_model_and_fingerprint, write_index
 from ..retrieval.query import compose_query, search_query
 from ..retrieval.sources import ImageFiles, WorldGallery
-from .common import add_method_options, add_runtime_options, lincir_settings
+from .common import add_method_options, add_runtime_options, trained_method_settings
 
 
 def cmd_index(args: argparse.Namespace) -> int:
@@ -73,7 +73,7 @@ def add_index_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--skip-broken", action="store_true", help="leave out images that cannot be decoded (default: fail)"
     )
-    add_method_options(parser, lincir=False)
+    add_method_options(parser, trained=False)
     add_runtime_options(parser, batch_size=64)
     parser.set_defaults(handler=cmd_index)
 
@@ -93,7 +93,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     """Search an index built by `scot index` with a composed query: a reference image and a modification text."""
     if not Path(args.image).is_file():
         raise FileNotFoundError(f"--image {args.image!r} does not exist")
-    settings = lincir_settings(args, [args.method]).get(args.method, {})
+    settings = trained_method_settings(args, [args.method]).get(args.method, {})
     index = GalleryIndex.load(args.index)
     model, fingerprint = load_model_and_fingerprint(args.model, args.device, args.dtype, args.image_tower)
     check_encoder(index, fingerprint, args.index, args.model)

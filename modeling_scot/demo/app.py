@@ -47,6 +47,7 @@ METHOD_LABELS = {
     "sum": "sum",
     "slerp": "Slerp",
     "lincir": "LinCIR",
+    "isa": "ISA",
 }
 INTRO = """# SCOT: zero-shot composed image retrieval
 
@@ -156,8 +157,7 @@ def create_app(settings: DemoSettings | None = None) -> gradio.Blocks:
     quickstart model and indexing the world's gallery first when they are the defaults and missing)."""
     import_gradio()
     settings = settings or DemoSettings.from_env()
-    lincir = {"lincir": {"model_path": settings.lincir}} if settings.lincir else {}
-    search = DemoSearch(*load_resources(settings), method_settings=lincir)
+    search = DemoSearch(*load_resources(settings), method_settings=settings.method_settings())
     return build_app(search, world_examples(search.index.source, scot_home() / "demo" / "examples"))
 
 

@@ -95,8 +95,9 @@ def compose_queries(
             for row, weight in zip(rows, output.modality_weight.reshape(-1).tolist()):
                 weights[row] = weight
         else:
-            row_texts = [texts[row] for row in rows]
-            query_embeds[rows] = method.queries(model, image_embeds[rows], text_embeds[rows], row_texts).float().cpu()
+            row_texts, row_images = [texts[row] for row in rows], [images[row] for row in rows]
+            queries = method.queries(model, image_embeds[rows], text_embeds[rows], row_texts, row_images)
+            query_embeds[rows] = queries.float().cpu()
     return [
         ComposedQuery(query_embeds[row : row + 1], image_embeds[row : row + 1], weights[row])
         for row in range(len(methods))

@@ -6,6 +6,7 @@
   quickstart that trained the model, else seed 0), indexed once under `$SCOT_HOME/demo`.
 - `SCOT_DEMO_IMAGE_TOWER`: a TAT folder (written by `train_tat`) whose adapters tune the model's image tower.
 - `SCOT_DEMO_LINCIR`: a LinCIR phi folder (written by `train_lincir`); adds LinCIR to the method switch.
+- `SCOT_DEMO_ISA`: an ISA query-encoder folder (written by `train_isa`); adds ISA to the method switch.
 - `SCOT_HOME`: the cache folder (default `~/.cache/scot`).
 """
 
@@ -19,6 +20,7 @@ MODEL_ENV = "SCOT_DEMO_MODEL"
 INDEX_ENV = "SCOT_DEMO_INDEX"
 IMAGE_TOWER_ENV = "SCOT_DEMO_IMAGE_TOWER"
 LINCIR_ENV = "SCOT_DEMO_LINCIR"
+ISA_ENV = "SCOT_DEMO_ISA"
 PATH_PREFIXES = ("/", ".")
 
 
@@ -29,7 +31,7 @@ def _looks_like_a_path(name: str) -> bool:
 @dataclass(frozen=True)
 class DemoSettings:
     """The demo's model (None: the quickstart's), index folder (None: the world's benchmark gallery), the
-    device, dtype and batch size it runs with, and the optional TAT image tower and LinCIR phi folders."""
+    device, dtype and batch size it runs with, and the optional TAT image tower, LinCIR phi and ISA folders."""
 
     model: str | None = None
     index: str | None = None
@@ -38,6 +40,7 @@ class DemoSettings:
     batch_size: int = 64
     image_tower: str | None = None
     lincir: str | None = None
+    isa: str | None = None
 
     @classmethod
     def from_env(
@@ -49,9 +52,10 @@ class DemoSettings:
         batch_size: int = 64,
         image_tower: str | None = None,
         lincir: str | None = None,
+        isa: str | None = None,
     ) -> DemoSettings:
         """Each folder given, or else its environment variable (`$SCOT_DEMO_MODEL`, `$SCOT_DEMO_INDEX`,
-        `$SCOT_DEMO_IMAGE_TOWER`, `$SCOT_DEMO_LINCIR`; empty counts as unset)."""
+        `$SCOT_DEMO_IMAGE_TOWER`, `$SCOT_DEMO_LINCIR`, `$SCOT_DEMO_ISA`; empty counts as unset)."""
         return cls(
             model or os.environ.get(MODEL_ENV) or None,
             index or os.environ.get(INDEX_ENV) or None,
@@ -60,7 +64,12 @@ class DemoSettings:
             batch_size,
             image_tower or os.environ.get(IMAGE_TOWER_ENV) or None,
             lincir or os.environ.get(LINCIR_ENV) or None,
+            isa or os.environ.get(ISA_ENV) or None,
         )
+
+    def method_settings(self) -> dict[str, dict]:
+        """The settings (`model_path`) of the trained methods whose folders are given."""
+        return {name: {"model_path": folder} for name, folder in (("lincir", self.lincir), ("isa", self.isa)) if folder}
 
     def check(self) -> None:
         """Fail before any model work on an index folder or a model folder that does not exist."""
@@ -68,11 +77,12 @@ class DemoSettings:
             raise FileNotFoundError(f"gallery index folder {self.index!r} does not exist: build one with scot index")
         if self.model is not None and _looks_like_a_path(self.model) and not Path(self.model).exists():
             raise FileNotFoundError(f"model folder {self.model!r} does not exist")
-        for what, folder in (("TAT image tower", self.image_tower), ("LinCIR phi", self.lincir)):
+        folders = (("TAT image tower", self.image_tower), ("LinCIR phi", self.lincir), ("ISA", self.isa))
+        for what, folder in folders:
             if folder is not None and not Path(folder).is_dir():
                 raise FileNotFoundError(f"{what} folder {folder!r} does not exist")
         if self.batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
 
 
-__all__ = ["IMAGE_TOWER_ENV", "INDEX_ENV", "LINCIR_ENV", "MODEL_ENV", "DemoSettings"]
+__all__ = ["IMAGE_TOWER_ENV", "INDEX_ENV", "ISA_ENV", "LINCIR_ENV", "MODEL_ENV", "DemoSettings"]

@@ -141,6 +141,13 @@ def recall_at_1_by_edit_type(split: CIRSplit, scores: np.ndarray) -> dict[str, f
     return result
 
 
+def reference_images(method: CIRMethod, split: CIRSplit) -> list[Image.Image] | None:
+    """Each query's reference image (cropped as the benchmark prescribes) for a method that `needs_images`."""
+    if not method.needs_images:
+        return None
+    return [SplitImages(split, [query.reference]).image(0) for query in split.queries]
+
+
 def tune_method(model, method: CIRMethod, validation: CIRSplit, embeddings: SplitEmbeddings) -> CIRMethod:
     """`method` with the settings of its search space that score the best Recall@1 on `validation`
     (the first such setting on ties)."""
@@ -149,8 +156,9 @@ def tune_method(model, method: CIRMethod, validation: CIRSplit, embeddings: Spli
     for values in product(*(method.search_space[name] for name in names)):
         candidate = method.with_settings(**dict(zip(names, values)))
         scores = candidate.score(
-            model, embeddings.references, embeddings.texts, embeddings.gallery, validation.texts
-        ).numpy()
+            model, embeddings.references, embeddings.texts, embeddings.gallery, validation.texts,
+            reference_images(candidate, validation),
+        ).numpy()  # fmt: skip
         recall = compute_metrics(validation, scores)[TUNING_METRIC]
         if recall > best_recall:
             best, best_recall = candidate, recall
@@ -228,8 +236,9 @@ def evaluate_split(
     all_scores = {}
     for name, method in resolved.items():
         all_scores[name] = method.score(
-            model, embeddings.references, embeddings.texts, embeddings.gallery, split.texts
-        ).numpy()
+            model, embeddings.references, embeddings.texts, embeddings.gallery, split.texts,
+            reference_images(method, split),
+        ).numpy()  # fmt: skip
         if predictions_dir is not None:
             for path in save_predictions(split, all_scores[name], Path(predictions_dir) / name):
                 logger.info(f"{name}: wrote {path}")

@@ -1,4 +1,4 @@
-"""Composed-query methods run side by side on one harness: SCOT, LinCIR and the training-free baselines (Slerp
+"""Composed-query methods run side by side on one harness: SCOT, LinCIR, ISA and the training-free baselines (Slerp
 also on a Text-Anchored-Tuned image tower, `tat_model`)."""
 
 from .baselines import embedding_sum, image_only, slerp, text_only
@@ -10,6 +10,7 @@ from .registry import (
     CIRMethod,
     EmbeddingSum,
     ImageOnly,
+    Isa,
     Lincir,
     ScotMethod,
     Slerp,
@@ -22,6 +23,7 @@ __all__ = [
     "DEFAULT_METHOD_NAMES",
     "EmbeddingSum",
     "ImageOnly",
+    "Isa",
     "Lincir",
     "METHODS",
     "METHOD_NAMES",

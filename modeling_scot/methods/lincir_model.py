@@ -40,7 +40,7 @@ class LincirConfig(SavedConfig):
     """phi's sizes, LinCIR's settings, and the encoder phi belongs to (`encoder_name_or_path`, `encoder_signature`)."""
 
     model_type: ClassVar[str] = "lincir"
-    label: ClassVar[str] = "LinCIR"
+    label: ClassVar[str] = "a LinCIR"
 
     embed_dim: int
     token_dim: int

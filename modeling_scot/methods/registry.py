@@ -5,7 +5,7 @@ fields of the method object (Slerp's `alpha`); `for_benchmark` gives the values 
 benchmark, `search_space` the values a validation split may choose from, and `settings()` what ran, for
 every report. A method trained apart from SCOT's Combiner (LinCIR's phi) names its saved folder in a setting
 (`artefact`); one that composes from the modification texts themselves, not only their embeddings, sets
-`needs_texts`. `scot eval`, the quickstart, `scot search` and the demo all build methods here.
+`needs_texts`, and one that reads the reference images with its own encoder (ISA) sets `needs_images`. `scot eval`, the quickstart, `scot search` and the demo all build methods here.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import ClassVar
 import torch
 
 from .baselines import embedding_sum, image_only, slerp, text_only
+from .isa_model import IsaModel
 from .lincir_model import LincirModel
 
 
@@ -31,6 +32,8 @@ class CIRMethod:
     uses_text: ClassVar[bool] = True
     needs_texts: ClassVar[bool] = False
     """Whether `queries` needs the modification texts themselves (`texts`), not only their embeddings."""
+    needs_images: ClassVar[bool] = False
+    """Whether `queries` needs the reference images themselves (`images`); it then ignores `image_embeds`."""
     artefact: ClassVar[str | None] = None
     """The setting that names the method's own trained folder (None: the method needs none)."""
     search_space: ClassVar[Mapping[str, Sequence]] = {}
@@ -54,10 +57,15 @@ class CIRMethod:
         return replace(self, **settings)
 
     def queries(
-        self, model, image_embeds: torch.Tensor, text_embeds: torch.Tensor, texts: Sequence[str] | None = None
+        self,
+        model,
+        image_embeds: torch.Tensor | None,
+        text_embeds: torch.Tensor | None,
+        texts: Sequence[str] | None = None,
+        images: Sequence | None = None,
     ) -> torch.Tensor:
         """(N, D) L2-normalised query embeddings from (N, D) reference-image and modification-text embeddings
-        (and, for a method that `needs_texts`, the N modification texts)."""
+        (and, for a method that `needs_texts` or `needs_images`, the N modification texts or reference images)."""
         raise NotImplementedError
 
     def score(
@@ -67,9 +75,10 @@ class CIRMethod:
         text_embeds: torch.Tensor,
         gallery_embeds: torch.Tensor,
         texts: Sequence[str] | None = None,
+        images: Sequence | None = None,
     ) -> torch.Tensor:
         """(N, G) scores of the queries against (G, D) gallery embeddings: cosine similarity."""
-        queries = self.queries(model, image_embeds, text_embeds, texts)
+        queries = self.queries(model, image_embeds, text_embeds, texts, images)
         return queries.float() @ gallery_embeds.to(queries.device).float().T
 
 
@@ -82,7 +91,7 @@ class ScotMethod(CIRMethod):
     compose_batch_size: ClassVar[int] = 4096
 
     @torch.no_grad()
-    def queries(self, model, image_embeds, text_embeds, texts=None):
+    def queries(self, model, image_embeds, text_embeds, texts=None, images=None):
         model.eval()
         device, step = model.device, self.compose_batch_size
         parts = [
@@ -100,7 +109,7 @@ class ImageOnly(CIRMethod):
     description: ClassVar[str] = "image only"
     uses_text: ClassVar[bool] = False
 
-    def queries(self, model, image_embeds, text_embeds, texts=None):
+    def queries(self, model, image_embeds, text_embeds, texts=None, images=None):
         return image_only(image_embeds, text_embeds)
 
 
@@ -109,7 +118,7 @@ class TextOnly(CIRMethod):
     name: ClassVar[str] = "text"
     description: ClassVar[str] = "text only"
 
-    def queries(self, model, image_embeds, text_embeds, texts=None):
+    def queries(self, model, image_embeds, text_embeds, texts=None, images=None):
         return text_only(image_embeds, text_embeds)
 
 
@@ -118,7 +127,7 @@ class EmbeddingSum(CIRMethod):
     name: ClassVar[str] = "sum"
     description: ClassVar[str] = "sum"
 
-    def queries(self, model, image_embeds, text_embeds, texts=None):
+    def queries(self, model, image_embeds, text_embeds, texts=None, images=None):
         return embedding_sum(image_embeds, text_embeds)
 
 
@@ -144,7 +153,7 @@ class Slerp(CIRMethod):
     def for_benchmark(cls, benchmark: str | None) -> Slerp:
         return cls(alpha=SLERP_PAPER_ALPHAS.get(benchmark, SLERP_DEFAULT_ALPHA))
 
-    def queries(self, model, image_embeds, text_embeds, texts=None):
+    def queries(self, model, image_embeds, text_embeds, texts=None, images=None):
         return slerp(image_embeds, text_embeds, self.alpha)
 
 
@@ -165,7 +174,7 @@ class Lincir(CIRMethod):
     artefact: ClassVar[str | None] = "model_path"
     model_path: str | None = None
 
-    def queries(self, model, image_embeds, text_embeds, texts=None):
+    def queries(self, model, image_embeds, text_embeds, texts=None, images=None):
         if self.model_path is None:
             raise ValueError("method 'lincir' needs a trained phi: pass its folder (scot eval/search/demo --lincir DIR)")
         if texts is None:
@@ -173,8 +182,35 @@ class Lincir(CIRMethod):
         return _lincir_for(os.path.realpath(self.model_path), model).compose(image_embeds, list(texts))
 
 
+@lru_cache(maxsize=4)
+def _isa_for(folder: str, encoder) -> IsaModel:
+    """ISA's query encoder saved at `folder` around `encoder`, loaded once per (folder, encoder)."""
+    return IsaModel.from_pretrained(folder, encoder)
+
+
+@dataclass(frozen=True)
+class Isa(CIRMethod):
+    """ISA: a light query-side image encoder turns the reference image into pseudo-word tokens of "a photo of $ that
+    {modification}", which the frozen text tower encodes; the gallery stays the large image tower's. `model_path` is
+    the query encoder's folder (written by `train_isa`)."""
+
+    name: ClassVar[str] = "isa"
+    description: ClassVar[str] = "ISA (light query-side image encoder)"
+    needs_texts: ClassVar[bool] = True
+    needs_images: ClassVar[bool] = True
+    artefact: ClassVar[str | None] = "model_path"
+    model_path: str | None = None
+
+    def queries(self, model, image_embeds, text_embeds, texts=None, images=None):
+        if self.model_path is None:
+            raise ValueError("method 'isa' needs a trained query encoder: pass its folder (scot eval/search/demo --isa DIR)")
+        if texts is None or images is None:
+            raise ValueError("method 'isa' composes from the reference images and modification texts: pass both")
+        return _isa_for(os.path.realpath(self.model_path), model).compose(list(images), list(texts))
+
+
 METHODS: dict[str, type[CIRMethod]] = {
-    method.name: method for method in (ScotMethod, ImageOnly, TextOnly, EmbeddingSum, Slerp, Lincir)
+    method.name: method for method in (ScotMethod, ImageOnly, TextOnly, EmbeddingSum, Slerp, Lincir, Isa)
 }
 METHOD_NAMES: tuple[str, ...] = tuple(METHODS)
 DEFAULT_METHOD_NAMES: tuple[str, ...] = tuple(name for name, method in METHODS.items() if method.artefact is None)
@@ -194,6 +230,7 @@ __all__ = [
     "DEFAULT_METHOD_NAMES",
     "EmbeddingSum",
     "ImageOnly",
+    "Isa",
     "Lincir",
     "METHODS",
     "METHOD_NAMES",

@@ -9,7 +9,8 @@ from typing import ClassVar
 
 
 class SavedConfig:
-    """Mixin for a dataclass config saved as JSON; subclasses set `model_type` and `label` (for messages)."""
+    """Mixin for a dataclass config saved as JSON; subclasses set `model_type` and `label` (with its article, for
+    messages: "a TAT")."""
 
     model_type: ClassVar[str] = ""
     label: ClassVar[str] = ""
@@ -25,7 +26,7 @@ class SavedConfig:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise ValueError(f"{path} cannot be read as JSON: {err}") from None
         if not isinstance(values, dict) or values.pop("model_type", None) != cls.model_type:
-            raise ValueError(f"{path} is not a {cls.label} config (it needs \"model_type\": \"{cls.model_type}\")")
+            raise ValueError(f"{path} is not {cls.label} config (it needs \"model_type\": \"{cls.model_type}\")")
         unknown = sorted(set(values) - {f.name for f in fields(cls)})
         if unknown:
             raise ValueError(f"{path}: unknown field(s) {unknown}")

@@ -49,7 +49,7 @@ class TatConfig(SavedConfig):
     """TAT's LoRA and loss settings (the paper's by default) and the base encoder they belong to."""
 
     model_type: ClassVar[str] = "tat"
-    label: ClassVar[str] = "TAT"
+    label: ClassVar[str] = "a TAT"
 
     rank: int = field(default=16, metadata={"help": "LoRA rank r."})
     alpha: float = field(default=16.0, metadata={"help": "LoRA alpha (the update is scaled by alpha / r)."})

@@ -10,17 +10,17 @@ import torch
 from ..encoding import encode_images, encode_texts
 from ..methods import CIRMethod, ScotMethod, build_method
 from ..modeling_scot import ScotModel
-from ..processing_scot import ImageInput
+from ..processing_scot import ImageInput, load_image
 from .index import GalleryIndex
 
 
 @dataclass(frozen=True)
 class ComposedQuery:
-    """The query embedding (1, D), the reference image's embedding (1, D) and, for scot, the Combiner's
-    weight of the text (the image gets 1 - weight)."""
+    """The query embedding (1, D), the reference image's embedding (1, D; None for a method with its own
+    query-side image encoder) and, for scot, the Combiner's weight of the text (the image gets 1 - weight)."""
 
     query_embeds: torch.Tensor
-    image_embeds: torch.Tensor
+    image_embeds: torch.Tensor | None
     modality_weight: float | None
 
 
@@ -28,6 +28,9 @@ class ComposedQuery:
 def compose_query(model: ScotModel, image: ImageInput, text: str, method: CIRMethod | str) -> ComposedQuery:
     """Embed `image` (a path or an image) and `text` and compose them with `method` (a registry name or method)."""
     method = build_method(method) if isinstance(method, str) else method
+    if method.needs_images:  # its own query-side image encoder: the large image tower never runs
+        reference = load_image(image, "reference image")
+        return ComposedQuery(method.queries(model, None, None, [text], [reference]).float().cpu(), None, None)
     image_embeds = encode_images(model, [image], progress=False)
     text_embeds = encode_texts(model, [text], progress=False)
     if not isinstance(method, ScotMethod):

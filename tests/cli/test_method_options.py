@@ -13,10 +13,12 @@ from modeling_scot.demo.search import DemoInputError, DemoSearch
 from modeling_scot.encoding import encode_images
 from modeling_scot.evaluation.cirr import load_cirr
 from modeling_scot.evaluation.scoring import compute_metrics
-from modeling_scot.methods import METHOD_NAMES
+from modeling_scot.methods import METHOD_NAMES, build_method
+from modeling_scot.methods.isa_model import IsaModel
 from modeling_scot.methods.lincir_model import LincirModel
 from modeling_scot.methods.tat_model import TatConfig, add_tat_adapters, save_tat_adapters, with_tuned_image_tower
 from modeling_scot.retrieval.index import GalleryIndex
+from modeling_scot.retrieval.query import compose_query
 from tests.evaluation.benchmark_fixtures import make_cirr
 
 COLOURS = [(220, 30, 30), (30, 200, 40), (30, 40, 220), (230, 220, 30)]
@@ -33,6 +35,13 @@ def phi_folder(saved_model, tmp_path):
     torch.manual_seed(0)
     LincirModel.from_encoder(ScotModel.from_pretrained(saved_model)).save_pretrained(tmp_path / "phi")
     return str(tmp_path / "phi")
+
+
+@pytest.fixture
+def isa_folder(saved_model, tmp_path):
+    torch.manual_seed(0)
+    IsaModel.from_encoder(ScotModel.from_pretrained(saved_model)).save_pretrained(tmp_path / "isa")
+    return str(tmp_path / "isa")
 
 
 @pytest.fixture
@@ -65,11 +74,12 @@ def run(capsys, *argv):
     return code, captured.out, captured.err
 
 
-def test_eval_runs_lincir_beside_every_method(saved_model, phi_folder, tmp_path, capsys):
+def test_eval_runs_lincir_and_isa_beside_every_method(saved_model, phi_folder, isa_folder, tmp_path, capsys):
     root, output = make_cirr(tmp_path / "cirr"), tmp_path / "metrics.json"
     code, out, err = run(
         capsys, "eval", "--model", saved_model, "--benchmark", "cirr", "--data-root", root, "--split", "val",
-        "--lincir", phi_folder, "--output", output, "--cache-dir", tmp_path / "cache", "--num-workers", 0,
+        "--lincir", phi_folder, "--isa", isa_folder, "--output", output, "--cache-dir", tmp_path / "cache",
+        "--num-workers", 0,
     )  # fmt: skip
     assert code == 0, err
     report = json.loads(output.read_text())
@@ -84,6 +94,10 @@ def test_eval_runs_lincir_beside_every_method(saved_model, phi_folder, tmp_path,
     queries = LincirModel.from_pretrained(phi_folder, model).compose(references, split.texts)
     expected = compute_metrics(split, (queries @ gallery.T).numpy())
     assert report["methods"]["lincir"] == pytest.approx(expected, abs=0.01)
+    references = [split.open_image(query.reference) for query in split.queries]
+    queries = IsaModel.from_pretrained(isa_folder, model).compose(references, split.texts)
+    expected = compute_metrics(split, (queries @ gallery.T).numpy())
+    assert report["methods"]["isa"] == pytest.approx(expected, abs=0.01)
 
 
 def test_method_lincir_without_its_folder_is_one_clear_line(saved_model, tmp_path, capsys):
@@ -91,6 +105,9 @@ def test_method_lincir_without_its_folder_is_one_clear_line(saved_model, tmp_pat
     code, _, err = run(capsys, "eval", "--model", saved_model, "--benchmark", "cirr", "--data-root", root,
                        "--split", "val", "--method", "lincir")  # fmt: skip
     assert code == 2 and "--method lincir needs --lincir DIR" in err and "Traceback" not in err
+    code, _, err = run(capsys, "eval", "--model", saved_model, "--benchmark", "cirr", "--data-root", root,
+                       "--split", "val", "--method", "isa")  # fmt: skip
+    assert code == 2 and "--method isa needs --isa DIR" in err
     code, _, err = run(capsys, "eval", "--model", saved_model, "--benchmark", "cirr", "--data-root", root,
                        "--split", "val", "--lincir", tmp_path / "nowhere")  # fmt: skip
     assert code == 2 and "is not a folder" in err
@@ -138,6 +155,22 @@ def test_index_and_search_with_the_tuned_tower_and_lincir(saved_model, tower_fol
     assert json.loads(out)["method"] == "lincir" and len(json.loads(out)["results"]) == 4
 
 
+def test_search_with_isa_never_runs_the_large_image_tower(saved_model, isa_folder, image_folder, tmp_path, capsys):
+    index = tmp_path / "index"
+    assert run(capsys, "index", "--model", saved_model, "--images", image_folder, "--output", index,
+               "--num-workers", 0)[0] == 0  # fmt: skip
+    model = ScotModel.from_pretrained(saved_model)
+    calls = []
+    model.encoder_adapter.vision_tower.register_forward_hook(lambda *args: calls.append(1))
+    query = compose_query(model, image_folder / "2.png", "make it red", build_method("isa", model_path=isa_folder))
+    assert calls == [] and query.query_embeds.shape == (1, 16) and query.image_embeds is None
+    code, out, err = run(capsys, "search", "--model", saved_model, "--index", index, "--image", image_folder / "2.png",
+                         "--text", "make it red", "--method", "isa", "--isa", isa_folder, "--json")  # fmt: skip
+    assert code == 0, err
+    _, ids = GalleryIndex.load(index).search(query.query_embeds, 4)
+    assert [row["id"] for row in json.loads(out)["results"]] == list(ids[0])
+
+
 def test_the_demo_offers_lincir_only_with_its_folder(scot_model, phi_folder, image_folder, tmp_path, capsys):
     saved = tmp_path / "model"  # the fixture's folder; phi was made from it
     assert run(capsys, "index", "--model", saved, "--images", image_folder, "--output", tmp_path / "index",
@@ -147,6 +180,6 @@ def test_the_demo_offers_lincir_only_with_its_folder(scot_model, phi_folder, ima
     with pytest.raises(DemoInputError, match="unknown method 'lincir'"):
         DemoSearch(model, index).search(image_folder / "1.png", "make it blue", 2, "lincir")
     search = DemoSearch(model, index, method_settings={"lincir": {"model_path": phi_folder}})
-    assert search.methods == list(METHOD_NAMES)
+    assert search.methods == [name for name in METHOD_NAMES if name != "isa"]
     result = search.search(image_folder / "1.png", "make it blue", 2, "lincir", hide_reference=False)
     assert result.method == "lincir" and len(result.hits) == 2 and result.modality_weight is None

@@ -12,6 +12,7 @@ from modeling_scot.methods import (
     embedding_sum,
     slerp,
 )
+from modeling_scot.methods.isa_model import IsaModel
 from modeling_scot.methods.lincir_model import LincirModel
 
 
@@ -21,7 +22,7 @@ def _embeds(rows=6, dim=16, seed=0):
 
 
 def test_the_registry_names_every_method():
-    assert METHOD_NAMES == ("scot", "image", "text", "sum", "slerp", "lincir")
+    assert METHOD_NAMES == ("scot", "image", "text", "sum", "slerp", "lincir", "isa")
     assert DEFAULT_METHOD_NAMES == ("scot", "image", "text", "sum", "slerp")
     for name in METHOD_NAMES:
         assert build_method(name).name == name
@@ -80,3 +81,19 @@ def test_scot_queries_are_the_combiner_in_batches(scot_model):
     expected = scot_model.compose(image, text).query_embeds.detach()
     assert torch.allclose(ScotMethod().queries(scot_model, image, text), expected, atol=1e-6)
     assert ScotMethod().settings() == {}
+
+
+def test_isa_runs_its_saved_query_encoder_on_the_reference_images(scot_model, tmp_path):
+    from PIL import Image
+
+    torch.manual_seed(0)
+    isa = IsaModel.from_encoder(scot_model)
+    isa.save_pretrained(tmp_path / "isa")
+    images = [Image.new("RGB", (20, 24), colour) for colour in ((200, 0, 0), (0, 200, 0))]
+    texts = ["make it blue", "add a star"]
+    method = build_method("isa", model_path=str(tmp_path / "isa"))
+    assert torch.equal(method.queries(scot_model, None, None, texts, images), isa.compose(images, texts))
+    with pytest.raises(ValueError, match="needs a trained query encoder"):
+        build_method("isa").queries(scot_model, None, None, texts, images)
+    with pytest.raises(ValueError, match="reference images and modification texts"):
+        method.queries(scot_model, None, None, texts)

@@ -9,6 +9,7 @@ split by `evaluate_world`, and its query cost is measured on one query (encoder 
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -130,19 +131,28 @@ def train_query_encoder(seed: int, settings: CompareSettings, triplets, work: Pa
     return work / "isa" / "model", _trainable(isa.query_encoder.parameters())
 
 
-def _timed(train: Callable[[], object]) -> tuple[object, float]:
+def _timed(train: Callable[[], object], work: Path, name: str) -> tuple[object, float]:
+    """`train()` and its seconds; the seconds of the run that finished the training are kept in
+    `work/train_seconds.json`, so that a rerun, which resumes from the finished work, reports them again."""
+    record = work / "train_seconds.json"
+    seconds = json.loads(record.read_text()) if record.is_file() else {}
     started = time.monotonic()
     result = train()
-    return result, round(time.monotonic() - started, 1)
+    if name not in seconds:
+        seconds[name] = round(time.monotonic() - started, 1)
+        write_json(record, seconds)
+    return result, seconds[name]
 
 
 def trained_methods(seed: int, settings: CompareSettings, work: Path) -> dict[str, TrainedMethod]:
     """Every method of the comparison for `seed`, trained into `work` (resumed where a run stopped)."""
     triplets = triplet_dataset(settings.quickstart(seed), work / "triplets")
-    scot, scot_seconds = _timed(lambda: train_scot(seed, settings, triplets, work))
-    (tuned, tat_parameters), tat_seconds = _timed(lambda: train_tat_tower(seed, settings, triplets, work))
-    (phi, phi_parameters), phi_seconds = _timed(lambda: train_phi(seed, settings, triplets, work))
-    (isa, isa_parameters), isa_seconds = _timed(lambda: train_query_encoder(seed, settings, triplets, work))
+    scot, scot_seconds = _timed(lambda: train_scot(seed, settings, triplets, work), work, "scot")
+    (tuned, tat_parameters), tat_seconds = _timed(lambda: train_tat_tower(seed, settings, triplets, work), work, "tat")
+    (phi, phi_parameters), phi_seconds = _timed(lambda: train_phi(seed, settings, triplets, work), work, "lincir")
+    (isa, isa_parameters), isa_seconds = _timed(
+        lambda: train_query_encoder(seed, settings, triplets, work), work, "isa"
+    )
     combiner = _trainable(scot.parameters())
     methods = {
         name: TrainedMethod(scot, name, {}, scot_seconds if name == "scot" else 0.0, combiner if name == "scot" else 0)

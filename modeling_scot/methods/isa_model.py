@@ -21,8 +21,6 @@ from pathlib import Path
 from typing import ClassVar
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
@@ -34,15 +32,16 @@ from ..encoding import IMAGE_INPUT_NAMES
 from ..io_utils import write_json
 from ..modeling_scot import ScotModel
 from .keywords import PlaceholderBatch, PlaceholderTokenizer
-from .lincir_model import (
-    COMPOSE_BATCH_SIZE,
+from .frozen_encoder import (
     CONFIG_NAME,
     MODIFICATION,
     WEIGHTS_NAME,
+    check_prompt_fields,
     encoder_signature,
     load_encoder,
-    signature_mismatch,
+    load_trained_part,
 )
+from .lincir_model import COMPOSE_BATCH_SIZE
 from .saved_config import SavedConfig
 
 
@@ -84,21 +83,7 @@ class IsaConfig(SavedConfig):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value < math.inf:
                 raise ValueError(f"IsaConfig.{name} must be a number in [{low}, inf), got {value!r}")
-        if not isinstance(self.placeholder, str) or not self.placeholder.strip():
-            raise ValueError(f"IsaConfig.placeholder must be a non-empty string, got {self.placeholder!r}")
-        if not isinstance(self.encoder_name_or_path, (str, type(None))) or not isinstance(self.encoder_signature, dict):
-            raise ValueError("IsaConfig.encoder_name_or_path must be a string or null, encoder_signature an object")
-        template, placeholder = self.prompt_template, self.placeholder
-        if (
-            not isinstance(template, str)
-            or template.count(placeholder) != 1
-            or template.count(MODIFICATION) != 1
-            or template.index(placeholder) > template.index(MODIFICATION)
-        ):
-            raise ValueError(
-                f"IsaConfig.prompt_template must hold the placeholder {placeholder!r} once, then {MODIFICATION} "
-                f"once, got {template!r}"
-            )
+        check_prompt_fields(self)
 
 
 class AdaptiveTokenLearner(nn.Module):
@@ -334,33 +319,10 @@ class IsaModel:
     ) -> IsaModel:
         """The query encoder saved at `folder` around `encoder` (default: the encoder its config names); refuses an
         encoder other than the one it was trained with."""
-        folder = Path(folder)
-        for path in (folder, folder / CONFIG_NAME, folder / WEIGHTS_NAME):
-            if not path.exists():
-                raise FileNotFoundError(f"ISA model {str(folder)!r}: {str(path)!r} does not exist")
-        config = IsaConfig.from_file(folder / CONFIG_NAME)
-        if encoder is None:
-            if not config.encoder_name_or_path:
-                raise ValueError(f"{folder / CONFIG_NAME} names no encoder (encoder_name_or_path): pass encoder=...")
-            encoder = config.encoder_name_or_path
-        encoder = load_encoder(encoder, dtype)
-        problem = signature_mismatch(config.encoder_signature, encoder_signature(encoder))
-        if problem is not None:
-            raise ValueError(
-                f"{folder}: the ISA model was trained with the encoder {config.encoder_name_or_path!r}, but the given "
-                f"encoder {encoder.config.encoder_name_or_path!r} is a different one ({problem})"
-            )
-        try:
-            state = load_file(str(folder / WEIGHTS_NAME))
-        except (OSError, SafetensorError) as err:
-            raise ValueError(f"{folder / WEIGHTS_NAME} is not a readable safetensors file: {err}") from None
-        query_encoder = IsaQueryEncoder(config)
-        expected = {name: tuple(value.shape) for name, value in query_encoder.state_dict().items()}
-        found = {name: tuple(value.shape) for name, value in state.items()}
-        if found != expected:
-            raise ValueError(f"{folder / WEIGHTS_NAME} holds tensors {found}, the ISA query encoder needs {expected}")
-        query_encoder.load_state_dict(state)
-        return cls(config, encoder, query_encoder.eval())
+        config, encoder, query_encoder = load_trained_part(
+            folder, IsaConfig, IsaQueryEncoder, encoder, dtype, "the ISA query encoder"
+        )
+        return cls(config, encoder, query_encoder)
 
 
 def _flops_and_seconds(forward: Callable[[], object], repeats: int, device: torch.device) -> tuple[int, float]:

@@ -17,7 +17,6 @@ resumable, `args.seed` makes it repeatable. One process.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +36,6 @@ from ..trainer import ScotTrainer
 from ..training import ScotTrainingArguments
 from .isa_model import IsaConfig, IsaModel, pseudo_sentence_embeds
 from .keywords import PlaceholderBatch
-from .lincir_model import CONFIG_NAME
 from .tat_training import text_anchored_loss
 
 CHECKPOINTS = "checkpoints"
@@ -136,16 +134,8 @@ class IsaTrainer(ScotTrainer):
 
 
 def check_isa_output(folder: Path) -> None:
-    """Refuse to replace `folder` unless it is absent or a saved ISA model."""
-    if not folder.exists():
-        return
-    try:
-        config = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
-        saved = config.get("model_type") == IsaConfig.model_type
-    except (OSError, ValueError, AttributeError):
-        saved = False
-    if not saved:
-        raise ValueError(f"{folder} exists and is not a saved ISA model; move it away or choose another output")
+    """Refuse to replace `folder` unless it is absent or a saved model of this method."""
+    IsaConfig.check_output(folder)
 
 
 def train_isa(

@@ -16,22 +16,23 @@ from pathlib import Path
 from typing import ClassVar
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import nn
 
 from ..checkpoints import _save_tensors_atomic
 from ..io_utils import write_json
 from ..modeling_scot import ScotModel
+from .frozen_encoder import (
+    CONFIG_NAME,
+    MODIFICATION,
+    WEIGHTS_NAME,
+    check_prompt_fields,
+    encoder_signature,
+    load_encoder,
+    load_trained_part,
+)
 from .keywords import PlaceholderTokenizer
 from .saved_config import SavedConfig
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-MODIFICATION = "{modification}"
-PROBE_ROWS = 8
-PROBE_TOLERANCE = 1e-2
-"""Absolute tolerance on the token-table probe: the same encoder loaded in bf16 or fp16 still matches."""
 COMPOSE_BATCH_SIZE = 256
 
 
@@ -66,21 +67,7 @@ class LincirConfig(SavedConfig):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value < high:
                 raise ValueError(f"LincirConfig.{name} must be a number in [{low}, {high}), got {value!r}")
-        if not isinstance(self.placeholder, str) or not self.placeholder.strip():
-            raise ValueError(f"LincirConfig.placeholder must be a non-empty string, got {self.placeholder!r}")
-        if not isinstance(self.encoder_name_or_path, (str, type(None))) or not isinstance(self.encoder_signature, dict):
-            raise ValueError("LincirConfig.encoder_name_or_path must be a string or null, encoder_signature an object")
-        template, placeholder = self.prompt_template, self.placeholder
-        if (
-            not isinstance(template, str)
-            or template.count(placeholder) != 1
-            or template.count(MODIFICATION) != 1
-            or template.index(placeholder) > template.index(MODIFICATION)
-        ):
-            raise ValueError(
-                f"LincirConfig.prompt_template must hold the placeholder {placeholder!r} once, then {MODIFICATION} "
-                f"once, got {template!r}"
-            )
+        check_prompt_fields(self)
 
 
 class LincirPhi(nn.Module):
@@ -97,50 +84,6 @@ class LincirPhi(nn.Module):
 
     def forward(self, embeds: torch.Tensor) -> torch.Tensor:
         return self.layers(embeds)
-
-
-def encoder_signature(encoder: ScotModel) -> dict:
-    """What identifies a frozen encoder: family, sizes, and sums of the first rows of its token-embedding table."""
-    table = encoder.encoder_adapter.token_embedding.weight.detach()
-    rows = table[:PROBE_ROWS].float().cpu()
-    signs = torch.ones(rows.shape[1])
-    signs[1::2] = -1
-    probe = torch.cat([rows.sum(dim=1), rows @ signs])
-    return {
-        "model_type": encoder.encoder.config.model_type,
-        "embed_dim": encoder.config.embed_dim,
-        "token_dim": table.shape[1],
-        "vocab_size": table.shape[0],
-        "token_table_probe": [round(value, 5) for value in probe.tolist()],
-    }
-
-
-def signature_mismatch(saved: dict, given: dict) -> str | None:
-    """Which part of two encoder signatures differs, or None when they match."""
-    for key in ("model_type", "embed_dim", "token_dim", "vocab_size"):
-        if saved.get(key) != given.get(key):
-            return f"{key} {saved.get(key)!r} != {given.get(key)!r}"
-    probe, other = saved.get("token_table_probe", []), given.get("token_table_probe", [])
-    try:
-        saved_probe, given_probe = (torch.tensor(values, dtype=torch.float64) for values in (probe, other))
-        close = saved_probe.shape == given_probe.shape and torch.allclose(
-            saved_probe, given_probe, atol=PROBE_TOLERANCE, rtol=0
-        )
-    except (TypeError, ValueError, RuntimeError):  # a probe that is not a list of numbers
-        close = False
-    if not close:
-        return "the token-embedding tables differ"
-    return None
-
-
-def load_encoder(encoder: ScotModel | str | os.PathLike, dtype: torch.dtype | None = None) -> ScotModel:
-    """A frozen encoder with its processor: the given ScotModel (its Combiner is unused), or loaded from a Hub id
-    or folder."""
-    if isinstance(encoder, ScotModel):
-        return encoder
-    if isinstance(encoder, (str, os.PathLike)):
-        return ScotModel.from_encoder(encoder, dtype=dtype)
-    raise ValueError(f"encoder must be a ScotModel, a Hub id or a folder, got {type(encoder).__name__}")
 
 
 class LincirModel:
@@ -254,33 +197,8 @@ class LincirModel:
     ) -> LincirModel:
         """phi saved at `folder` around `encoder` (default: the encoder its config names); refuses an encoder other
         than the one phi was trained with."""
-        folder = Path(folder)
-        for path in (folder, folder / CONFIG_NAME, folder / WEIGHTS_NAME):
-            if not path.exists():
-                raise FileNotFoundError(f"LinCIR model {str(folder)!r}: {str(path)!r} does not exist")
-        config = LincirConfig.from_file(folder / CONFIG_NAME)
-        if encoder is None:
-            if not config.encoder_name_or_path:
-                raise ValueError(f"{folder / CONFIG_NAME} names no encoder (encoder_name_or_path): pass encoder=...")
-            encoder = config.encoder_name_or_path
-        encoder = load_encoder(encoder, dtype)
-        problem = signature_mismatch(config.encoder_signature, encoder_signature(encoder))
-        if problem is not None:
-            raise ValueError(
-                f"{folder}: phi was trained with the encoder {config.encoder_name_or_path!r}, but the given encoder "
-                f"{encoder.config.encoder_name_or_path!r} is a different one ({problem})"
-            )
-        try:
-            state = load_file(str(folder / WEIGHTS_NAME))
-        except (OSError, SafetensorError) as err:
-            raise ValueError(f"{folder / WEIGHTS_NAME} is not a readable safetensors file: {err}") from None
-        phi = LincirPhi(config)
-        expected = {name: tuple(value.shape) for name, value in phi.state_dict().items()}
-        found = {name: tuple(value.shape) for name, value in state.items()}
-        if found != expected:
-            raise ValueError(f"{folder / WEIGHTS_NAME} holds tensors {found}, phi needs {expected}")
-        phi.load_state_dict(state)
-        return cls(config, encoder, phi.eval())
+        config, encoder, phi = load_trained_part(folder, LincirConfig, LincirPhi, encoder, dtype, "phi")
+        return cls(config, encoder, phi)
 
 
-__all__ = ["LincirConfig", "LincirModel", "LincirPhi", "encoder_signature", "load_encoder", "signature_mismatch"]
+__all__ = ["LincirConfig", "LincirModel", "LincirPhi"]

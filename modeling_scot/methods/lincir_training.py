@@ -34,7 +34,7 @@ from ..io_utils import replace_folder_atomic, write_json
 from ..modeling_scot import ScotModel
 from ..trainer import ScotTrainer
 from .keywords import PlaceholderTokenizer, keyword_spans, masked_segments
-from .lincir_model import CONFIG_NAME, LincirConfig, LincirModel
+from .lincir_model import LincirConfig, LincirModel
 
 CAPTION_COLUMNS = ("caption", "modified_caption")
 CHECKPOINTS = "checkpoints"
@@ -154,16 +154,8 @@ class LincirTrainer(ScotTrainer):
 
 
 def check_lincir_output(folder: Path) -> None:
-    """Refuse to replace `folder` unless it is absent or a saved LinCIR model."""
-    if not folder.exists():
-        return
-    try:
-        config = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
-        saved = config.get("model_type") == LincirConfig.model_type
-    except (OSError, ValueError, AttributeError):
-        saved = False
-    if not saved:
-        raise ValueError(f"{folder} exists and is not a saved LinCIR model; move it away or choose another output")
+    """Refuse to replace `folder` unless it is absent or a saved model of this method."""
+    LincirConfig.check_output(folder)
 
 
 def train_lincir(

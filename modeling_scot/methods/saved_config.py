@@ -35,5 +35,18 @@ class SavedConfig:
         except (TypeError, ValueError) as err:
             raise ValueError(f"{path}: {err}") from None
 
+    @classmethod
+    def check_output(cls, folder: Path, file_name: str = "config.json") -> None:
+        """Refuse to replace `folder` unless it is absent or holds a saved config of this kind at `file_name`."""
+        if not folder.exists():
+            return
+        try:
+            saved = json.loads((folder / file_name).read_text(encoding="utf-8")).get("model_type") == cls.model_type
+        except (OSError, ValueError, AttributeError):
+            saved = False
+        if not saved:
+            raise ValueError(f"{folder} exists and is not a saved {cls.label.split()[-1]} model; move it away or "
+                             "choose another output")
+
 
 __all__ = ["SavedConfig"]

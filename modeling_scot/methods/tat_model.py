@@ -11,7 +11,6 @@ takes like any other, so Slerp (or SCOT) runs on the tuned image tower for queri
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -160,15 +159,8 @@ def add_tat_adapters(encoder: PreTrainedModel, config: TatConfig) -> PeftModel:
 
 
 def check_tat_output(folder: Path) -> None:
-    """Refuse to replace `folder` unless it is absent or a saved TAT adapter folder."""
-    if not folder.exists():
-        return
-    try:
-        saved = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8")).get("model_type") == TatConfig.model_type
-    except (OSError, ValueError, AttributeError):
-        saved = False
-    if not saved:
-        raise ValueError(f"{folder} exists and is not a saved TAT model; move it away or choose another output")
+    """Refuse to replace `folder` unless it is absent or a saved model of this method."""
+    TatConfig.check_output(folder, CONFIG_NAME)
 
 
 def save_tat_adapters(model: PeftModel, config: TatConfig, folder: str | os.PathLike, processor=None) -> None:

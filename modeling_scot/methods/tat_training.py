@@ -33,7 +33,7 @@ from ..modeling_scot import ScotModel
 from ..processing_scot import ScotProcessor
 from ..trainer import ScotTrainer
 from ..training import ScotTrainingArguments
-from .lincir_model import load_encoder
+from .frozen_encoder import load_encoder
 from .lincir_training import cached_caption_embeds
 from .tat_model import ADAPTER_WEIGHTS_NAME, TatConfig, add_tat_adapters, check_tat_output, save_tat_adapters
 

@@ -1,0 +1,142 @@
+"""The frozen encoder a trained part (LinCIR's phi, ISA's query encoder) belongs to: its signature, and loading a
+saved part only around the encoder it was trained with."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+
+from ..modeling_scot import ScotModel
+
+MODIFICATION = "{modification}"
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+PROBE_ROWS = 8
+PROBE_TOLERANCE = 1e-2
+"""Absolute tolerance on the token-table probe: the same encoder loaded in bf16 or fp16 still matches."""
+
+
+def encoder_signature(encoder: ScotModel) -> dict:
+    """What identifies a frozen encoder: family, sizes, and sums of the first rows of its token-embedding table."""
+    table = encoder.encoder_adapter.token_embedding.weight.detach()
+    rows = table[:PROBE_ROWS].float().cpu()
+    signs = torch.ones(rows.shape[1])
+    signs[1::2] = -1
+    probe = torch.cat([rows.sum(dim=1), rows @ signs])
+    return {
+        "model_type": encoder.encoder.config.model_type,
+        "embed_dim": encoder.config.embed_dim,
+        "token_dim": table.shape[1],
+        "vocab_size": table.shape[0],
+        "token_table_probe": [round(value, 5) for value in probe.tolist()],
+    }
+
+
+
+def signature_mismatch(saved: dict, given: dict) -> str | None:
+    """Which part of two encoder signatures differs, or None when they match."""
+    for key in ("model_type", "embed_dim", "token_dim", "vocab_size"):
+        if saved.get(key) != given.get(key):
+            return f"{key} {saved.get(key)!r} != {given.get(key)!r}"
+    probe, other = saved.get("token_table_probe", []), given.get("token_table_probe", [])
+    try:
+        saved_probe, given_probe = (torch.tensor(values, dtype=torch.float64) for values in (probe, other))
+        close = saved_probe.shape == given_probe.shape and torch.allclose(
+            saved_probe, given_probe, atol=PROBE_TOLERANCE, rtol=0
+        )
+    except (TypeError, ValueError, RuntimeError):  # a probe that is not a list of numbers
+        close = False
+    if not close:
+        return "the token-embedding tables differ"
+    return None
+
+
+
+def load_encoder(encoder: ScotModel | str | os.PathLike, dtype: torch.dtype | None = None) -> ScotModel:
+    """A frozen encoder with its processor: the given ScotModel (its Combiner is unused), or loaded from a Hub id
+    or folder."""
+    if isinstance(encoder, ScotModel):
+        return encoder
+    if isinstance(encoder, (str, os.PathLike)):
+        return ScotModel.from_encoder(encoder, dtype=dtype)
+    raise ValueError(f"encoder must be a ScotModel, a Hub id or a folder, got {type(encoder).__name__}")
+
+
+
+def check_prompt_fields(config) -> None:
+    """Raise a ValueError naming the field when a pseudo-token config's `placeholder`, `prompt_template` (the
+    placeholder once, then `{modification}` once) or encoder fields (`encoder_name_or_path`, `encoder_signature`)
+    are malformed."""
+    name = type(config).__name__
+    if not isinstance(config.placeholder, str) or not config.placeholder.strip():
+        raise ValueError(f"{name}.placeholder must be a non-empty string, got {config.placeholder!r}")
+    if not isinstance(config.encoder_name_or_path, (str, type(None))) or not isinstance(config.encoder_signature, dict):
+        raise ValueError(f"{name}.encoder_name_or_path must be a string or null, encoder_signature an object")
+    template, placeholder = config.prompt_template, config.placeholder
+    if (
+        not isinstance(template, str)
+        or template.count(placeholder) != 1
+        or template.count(MODIFICATION) != 1
+        or template.index(placeholder) > template.index(MODIFICATION)
+    ):
+        raise ValueError(
+            f"{name}.prompt_template must hold the placeholder {placeholder!r} once, then {MODIFICATION} once, "
+            f"got {template!r}"
+        )
+
+
+def load_trained_part(
+    folder: str | os.PathLike,
+    config_class: type,
+    part_class: type[nn.Module],
+    encoder: ScotModel | str | os.PathLike | None,
+    dtype: torch.dtype | None,
+    what: str,
+) -> tuple[object, ScotModel, nn.Module]:
+    """The config, encoder and trained part (`part_class(config)`, in eval mode) saved at `folder`, around `encoder`
+    (default: the encoder the config names). Refuses another encoder, naming both, and a weights file that is
+    unreadable or holds other tensors, naming it; a missing file is a FileNotFoundError."""
+    folder = Path(folder)
+    for path in (folder, folder / CONFIG_NAME, folder / WEIGHTS_NAME):
+        if not path.exists():
+            raise FileNotFoundError(f"{config_class.label.split()[-1]} model {str(folder)!r}: {str(path)!r} does not exist")
+    config = config_class.from_file(folder / CONFIG_NAME)
+    if encoder is None:
+        if not config.encoder_name_or_path:
+            raise ValueError(f"{folder / CONFIG_NAME} names no encoder (encoder_name_or_path): pass encoder=...")
+        encoder = config.encoder_name_or_path
+    encoder = load_encoder(encoder, dtype)
+    problem = signature_mismatch(config.encoder_signature, encoder_signature(encoder))
+    if problem is not None:
+        raise ValueError(
+            f"{folder}: {what} was trained with the encoder {config.encoder_name_or_path!r}, but the given encoder "
+            f"{encoder.config.encoder_name_or_path!r} is a different one ({problem})"
+        )
+    try:
+        state = load_file(str(folder / WEIGHTS_NAME))
+    except (OSError, SafetensorError) as err:
+        raise ValueError(f"{folder / WEIGHTS_NAME} is not a readable safetensors file: {err}") from None
+    part = part_class(config)
+    expected = {name: tuple(value.shape) for name, value in part.state_dict().items()}
+    found = {name: tuple(value.shape) for name, value in state.items()}
+    if found != expected:
+        raise ValueError(f"{folder / WEIGHTS_NAME} holds tensors {found}, {what} needs {expected}")
+    part.load_state_dict(state)
+    return config, encoder, part.eval()
+
+
+__all__ = [
+    "CONFIG_NAME",
+    "MODIFICATION",
+    "WEIGHTS_NAME",
+    "check_prompt_fields",
+    "encoder_signature",
+    "load_encoder",
+    "load_trained_part",
+    "signature_mismatch",
+]

@@ -19,6 +19,7 @@ from modeling_scot.methods.lincir_model import LincirModel
 from modeling_scot.methods.tat_model import TatConfig, add_tat_adapters, save_tat_adapters, with_tuned_image_tower
 from modeling_scot.retrieval.index import GalleryIndex
 from modeling_scot.retrieval.query import compose_query
+from tests.cli.test_eval_cli import LOADERS
 from tests.evaluation.benchmark_fixtures import make_cirr
 
 COLOURS = [(220, 30, 30), (30, 200, 40), (30, 40, 220), (230, 220, 30)]
@@ -98,6 +99,21 @@ def test_eval_runs_lincir_and_isa_beside_every_method(saved_model, phi_folder, i
     queries = IsaModel.from_pretrained(isa_folder, model).compose(references, split.texts)
     expected = compute_metrics(split, (queries @ gallery.T).numpy())
     assert report["methods"]["isa"] == pytest.approx(expected, abs=0.01)
+
+
+@pytest.mark.parametrize("name", sorted(LOADERS))
+def test_lincir_and_isa_run_on_every_benchmark(name, saved_model, phi_folder, isa_folder, tmp_path, capsys):
+    make, _, split_args = LOADERS[name]
+    output = tmp_path / "metrics.json"
+    code, _, err = run(
+        capsys, "eval", "--model", saved_model, "--benchmark", name, "--data-root", make(tmp_path / name),
+        *split_args, "--method", "image", "--method", "lincir", "--method", "isa", "--lincir", phi_folder,
+        "--isa", isa_folder, "--output", output, "--cache-dir", tmp_path / "cache", "--num-workers", 0,
+    )  # fmt: skip
+    assert code == 0, err
+    methods = json.loads(output.read_text())["methods"]
+    assert list(methods) == ["image", "lincir", "isa"]
+    assert list(methods["lincir"]) == list(methods["isa"]) == list(methods["image"])
 
 
 def test_method_lincir_without_its_folder_is_one_clear_line(saved_model, tmp_path, capsys):

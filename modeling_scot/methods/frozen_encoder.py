@@ -11,6 +11,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
+from ..checkpoints import _save_tensors_atomic
+from ..io_utils import write_json
 from ..modeling_scot import ScotModel
 
 MODIFICATION = "{modification}"
@@ -90,6 +92,15 @@ def check_prompt_fields(config) -> None:
         )
 
 
+def save_trained_part(folder: str | os.PathLike, config, part: nn.Module) -> None:
+    """Write `config` as config.json and `part`'s weights as model.safetensors (the part only; the config names
+    the encoder it belongs to)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    _save_tensors_atomic(part.state_dict(), folder / WEIGHTS_NAME, metadata={"format": "pt"})
+    write_json(folder / CONFIG_NAME, config.to_dict())
+
+
 def load_trained_part(
     folder: str | os.PathLike,
     config_class: type,
@@ -104,7 +115,8 @@ def load_trained_part(
     folder = Path(folder)
     for path in (folder, folder / CONFIG_NAME, folder / WEIGHTS_NAME):
         if not path.exists():
-            raise FileNotFoundError(f"{config_class.label.split()[-1]} model {str(folder)!r}: {str(path)!r} does not exist")
+            what_model = f"{config_class.label.split()[-1]} model {str(folder)!r}"
+            raise FileNotFoundError(f"{what_model}: {str(path)!r} does not exist")
     config = config_class.from_file(folder / CONFIG_NAME)
     if encoder is None:
         if not config.encoder_name_or_path:
@@ -138,5 +150,6 @@ __all__ = [
     "encoder_signature",
     "load_encoder",
     "load_trained_part",
+    "save_trained_part",
     "signature_mismatch",
 ]

@@ -17,7 +17,6 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -26,20 +25,17 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
-from ..checkpoints import _save_tensors_atomic
 from ..encoders import DualEncoderAdapter
 from ..encoding import IMAGE_INPUT_NAMES
-from ..io_utils import write_json
 from ..modeling_scot import ScotModel
 from .keywords import PlaceholderBatch, PlaceholderTokenizer
 from .frozen_encoder import (
-    CONFIG_NAME,
     MODIFICATION,
-    WEIGHTS_NAME,
     check_prompt_fields,
     encoder_signature,
     load_encoder,
     load_trained_part,
+    save_trained_part,
 )
 from .lincir_model import COMPOSE_BATCH_SIZE
 from .saved_config import SavedConfig
@@ -304,10 +300,7 @@ class IsaModel:
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         """Write config.json and model.safetensors (the query encoder only; the config names the encoder)."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        _save_tensors_atomic(self.query_encoder.state_dict(), folder / WEIGHTS_NAME, metadata={"format": "pt"})
-        write_json(folder / CONFIG_NAME, self.config.to_dict())
+        save_trained_part(folder, self.config, self.query_encoder)
 
     @classmethod
     def from_pretrained(

@@ -12,23 +12,19 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import ClassVar
 
 import torch
 from torch import nn
 
-from ..checkpoints import _save_tensors_atomic
-from ..io_utils import write_json
 from ..modeling_scot import ScotModel
 from .frozen_encoder import (
-    CONFIG_NAME,
     MODIFICATION,
-    WEIGHTS_NAME,
     check_prompt_fields,
     encoder_signature,
     load_encoder,
     load_trained_part,
+    save_trained_part,
 )
 from .keywords import PlaceholderTokenizer
 from .saved_config import SavedConfig
@@ -182,10 +178,7 @@ class LincirModel:
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         """Write config.json and model.safetensors (phi only; the config names the encoder)."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        _save_tensors_atomic(self.phi.state_dict(), folder / WEIGHTS_NAME, metadata={"format": "pt"})
-        write_json(folder / CONFIG_NAME, self.config.to_dict())
+        save_trained_part(folder, self.config, self.phi)
 
     @classmethod
     def from_pretrained(

@@ -5,7 +5,8 @@ fields of the method object (Slerp's `alpha`); `for_benchmark` gives the values 
 benchmark, `search_space` the values a validation split may choose from, and `settings()` what ran, for
 every report. A method trained apart from SCOT's Combiner (LinCIR's phi) names its saved folder in a setting
 (`artefact`); one that composes from the modification texts themselves, not only their embeddings, sets
-`needs_texts`, and one that reads the reference images with its own encoder (ISA) sets `needs_images`. `scot eval`, the quickstart, `scot search` and the demo all build methods here.
+`needs_texts`, and one that reads the reference images with its own encoder (ISA) sets `needs_images`.
+`scot eval`, the quickstart, `scot search` and the demo all build methods here.
 """
 
 from __future__ import annotations
@@ -158,9 +159,9 @@ class Slerp(CIRMethod):
 
 
 @lru_cache(maxsize=4)
-def _lincir_for(folder: str, encoder) -> LincirModel:
-    """phi saved at `folder` around `encoder`, loaded once per (folder, encoder)."""
-    return LincirModel.from_pretrained(folder, encoder)
+def _trained_part(model_class: type, folder: str, encoder):
+    """The trained part (`LincirModel`, `IsaModel`) saved at `folder` around `encoder`, loaded once per triple."""
+    return model_class.from_pretrained(folder, encoder)
 
 
 @dataclass(frozen=True)
@@ -176,16 +177,12 @@ class Lincir(CIRMethod):
 
     def queries(self, model, image_embeds, text_embeds, texts=None, images=None):
         if self.model_path is None:
-            raise ValueError("method 'lincir' needs a trained phi: pass its folder (scot eval/search/demo --lincir DIR)")
+            raise ValueError(
+                "method 'lincir' needs a trained phi: pass its folder (scot eval/search/demo --lincir DIR)"
+            )
         if texts is None:
             raise ValueError("method 'lincir' composes from the modification texts: pass texts=")
-        return _lincir_for(os.path.realpath(self.model_path), model).compose(image_embeds, list(texts))
-
-
-@lru_cache(maxsize=4)
-def _isa_for(folder: str, encoder) -> IsaModel:
-    """ISA's query encoder saved at `folder` around `encoder`, loaded once per (folder, encoder)."""
-    return IsaModel.from_pretrained(folder, encoder)
+        return _trained_part(LincirModel, os.path.realpath(self.model_path), model).compose(image_embeds, list(texts))
 
 
 @dataclass(frozen=True)
@@ -203,10 +200,12 @@ class Isa(CIRMethod):
 
     def queries(self, model, image_embeds, text_embeds, texts=None, images=None):
         if self.model_path is None:
-            raise ValueError("method 'isa' needs a trained query encoder: pass its folder (scot eval/search/demo --isa DIR)")
+            raise ValueError(
+                "method 'isa' needs a trained query encoder: pass its folder (scot eval/search/demo --isa DIR)"
+            )
         if texts is None or images is None:
             raise ValueError("method 'isa' composes from the reference images and modification texts: pass both")
-        return _isa_for(os.path.realpath(self.model_path), model).compose(list(images), list(texts))
+        return _trained_part(IsaModel, os.path.realpath(self.model_path), model).compose(list(images), list(texts))
 
 
 METHODS: dict[str, type[CIRMethod]] = {

@@ -362,24 +362,19 @@ def test_fifty_concurrent_queries_all_get_their_own_complete_results(server, tmp
         jobs.append((str(path), query.modification))
     local = threading.local()
 
-    def timed(job):
+    def search_job(job):
         if not hasattr(local, "client"):
             local.client = Client(server, verbose=False, ssl_verify=False)
-        started = time.monotonic()
         gallery, _, report = search_with(local.client, *job)
-        return time.monotonic() - started, gallery, report
+        return gallery, report
 
-    single = sorted(timed(job)[0] for job in jobs[:5])
     with ThreadPoolExecutor(CONCURRENT) as pool:
-        results = list(pool.map(timed, jobs))
-    for (_, gallery, report), (reference, text) in zip(results, jobs):
+        results = list(pool.map(search_job, jobs))
+    for (gallery, report), (reference, text) in zip(results, jobs):
         assert [row["rank"] for row in report["results"]] == list(range(1, K + 1)) and len(gallery) == K
         for item, row in zip(gallery, report["results"]):
             shown = np.asarray(Image.open(item["image"]).convert("RGB"))
             assert np.array_equal(shown, np.asarray(render_scene(scene_from_id(row["id"])))), (reference, text, row)
-    seconds = sorted(time_s for time_s, *_ in results)
-    p95 = seconds[round(0.95 * (len(seconds) - 1))]
-    assert p95 < CONCURRENT * single[len(single) // 2], f"50 at once took up to {p95:.1f} s, one took {single}"
 
 
 @pytest.mark.parametrize("side", [10_000, 15_000], ids=["100MP", "225MP-bomb"])

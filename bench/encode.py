@@ -3,9 +3,12 @@
 Prints one JSON object: the chosen settings (dtype, attention, compile; SCOT's in-place QuickGELU) against
 the transformers default (fp32 weights, default attention, transformers' QuickGELU, eager PyTorch) measured
 in the same run, so the ratio holds on any machine. Random-initialised towers of real architectures: the
-speed does not depend on the weights.
+speed does not depend on the weights. `blip2-g` is BLIP-2's retrieval model (Salesforce/blip2-itm-vit-g: ViT-g/14,
+a BERT-base Q-Former with 32 query tokens); its images/s include the Q-Former, its texts/s are the Q-Former's text
+path.
 
     python bench/encode.py --model-config clip-b16 --dtype bf16 --attn sdpa --synthetic
+    python bench/encode.py --model-config blip2-g --dtype bf16 --attn sdpa --synthetic --batch-size 4
     python bench/encode.py --model-config world --dtype bf16          # needs the shipped world CLIP
 """
 
@@ -19,7 +22,7 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import CLIPConfig
+from transformers import Blip2Config, CLIPConfig, PreTrainedConfig
 from transformers.activations import QuickGELUActivation
 
 from modeling_scot import ScotConfig, ScotModel
@@ -42,10 +45,24 @@ ARCHITECTURES = {
         ),
     ),
 }
+BLIP2_ARCHITECTURES = {
+    "blip2-g": dict(
+        vision_config=dict(
+            image_size=224, patch_size=14, hidden_size=1408, intermediate_size=6144, num_hidden_layers=39, num_attention_heads=16
+        ),
+        qformer_config=dict(
+            vocab_size=30523, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+            cross_attention_frequency=2, use_qformer_text_input=True,
+        ),
+        num_query_tokens=32,
+        image_text_hidden_size=256,
+        architectures=["Blip2ForImageTextRetrieval"],
+    ),
+}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-def clip_config(name: str) -> CLIPConfig:
+def encoder_config(name: str) -> PreTrainedConfig:
     if name == "world":
         from modeling_scot import world
 
@@ -53,10 +70,12 @@ def clip_config(name: str) -> CLIPConfig:
         if not config_file.is_file():
             sys.exit(f"--model-config world needs the shipped world CLIP at {config_file.parent}")
         return CLIPConfig.from_pretrained(config_file.parent)
+    if name in BLIP2_ARCHITECTURES:
+        return Blip2Config(**BLIP2_ARCHITECTURES[name])
     return CLIPConfig(**ARCHITECTURES[name])
 
 
-def build(config: CLIPConfig, dtype: torch.dtype, attn: str | None, device: torch.device, default: bool = False) -> ScotModel:
+def build(config: PreTrainedConfig, dtype: torch.dtype, attn: str | None, device: torch.device, default: bool = False) -> ScotModel:
     """A SCOT model around random towers; `default` puts back transformers' own QuickGELU modules."""
     torch.manual_seed(0)
     scot_config = ScotConfig(encoder_config=config.to_dict(), attn_implementation=attn)
@@ -78,12 +97,13 @@ def throughput(fn, items_per_call: int, min_seconds: float, warmup: int) -> floa
             return calls * items_per_call / elapsed
 
 
-def measure(model: ScotModel, config: CLIPConfig, batch_size: int, text_length: int, compile_towers: bool, args) -> dict:
+def measure(model: ScotModel, config: PreTrainedConfig, batch_size: int, text_length: int, compile_towers: bool, args) -> dict:
     device = model.device
     size = config.vision_config.image_size
     pixel_values = torch.randn(batch_size, 3, size, size, device=device)
-    input_ids = torch.randint(0, config.text_config.vocab_size - 1, (batch_size, text_length), device=device)
-    input_ids[:, -1] = config.text_config.eos_token_id
+    input_ids = torch.randint(0, model.encoder_adapter.vocab_size - 1, (batch_size, text_length), device=device)
+    if isinstance(config, CLIPConfig):  # CLIP pools its text at the end-of-text token
+        input_ids[:, -1] = config.text_config.eos_token_id
     if compile_towers:
         model.compile_encoders()
     with torch.inference_mode():
@@ -94,7 +114,7 @@ def measure(model: ScotModel, config: CLIPConfig, batch_size: int, text_length: 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-config", choices=[*ARCHITECTURES, "world"], default="clip-b16")
+    parser.add_argument("--model-config", choices=[*ARCHITECTURES, *BLIP2_ARCHITECTURES, "world"], default="clip-b16")
     parser.add_argument("--dtype", choices=list(DTYPES), default="bf16")
     parser.add_argument("--attn", choices=["eager", "sdpa"], default="sdpa")
     parser.add_argument("--compile", action="store_true", help="torch.compile both towers")
@@ -110,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("only the world CLIP ships a tokenizer and processor here: add --synthetic for other configs")
 
     device = resolve_device(args.device)
-    config = clip_config(args.model_config)
+    config = encoder_config(args.model_config)
     ours = measure(build(config, DTYPES[args.dtype], args.attn, device), config, args.batch_size, args.text_length, args.compile, args)
     default = measure(build(config, torch.float32, None, device, default=True), config, args.batch_size, args.text_length, False, args)
     result = {

@@ -1,4 +1,4 @@
-"""Configuration of a SCOT model: a frozen dual encoder (CLIP, SigLIP, SigLIP 2) plus a trainable Combiner."""
+"""Configuration of a SCOT model: a frozen dual encoder (CLIP, SigLIP, SigLIP 2, BLIP-2) and a trainable Combiner."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from transformers.configuration_utils import SubConfigSpec
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 SCOT_VERSION = "0.2.0"
-ENCODER_FAMILIES = ("clip", "siglip", "siglip2")
+ENCODER_FAMILIES = ("clip", "siglip", "siglip2", "blip-2")
 """`model_type`s of the dual encoders a SCOT model wraps (one adapter each in `encoders.py`)."""
 LEGACY_FIELDS = {"clip_config": "encoder_config", "clip_name_or_path": "encoder_name_or_path"}
 """Fields of configs written by modeling_scot 0.1.0 and the fields that replace them."""
@@ -61,6 +61,11 @@ def check_encoder_config(data: object, where: str = "ScotConfig.encoder_config")
 def _check_sub_config(data: object, config_class: type[PreTrainedConfig], where: str) -> None:
     if not isinstance(data, dict):
         raise ValueError(f"{where} must be an object, got {type(data).__name__}")
+    if config_class is AutoConfig:  # a sub-config of any model type (BLIP-2's text_config)
+        if data.get("model_type") not in CONFIG_MAPPING:
+            found = data.get("model_type")
+            raise ValueError(f"{where}: field 'model_type' must name a transformers model, got {found!r}")
+        config_class = CONFIG_MAPPING[data["model_type"]]
     sub_configs = getattr(config_class, "sub_configs", {})
     for name, sub_class in sub_configs.items():
         if data.get(name) is not None and not isinstance(data[name], PreTrainedConfig):
@@ -109,8 +114,8 @@ class ScotConfig(PreTrainedConfig):
 
     Args:
         encoder_config (`dict` or `PreTrainedConfig`, *optional*):
-            Config of the frozen dual encoder: a `clip`, `siglip` or `siglip2` model config; a dict without
-            `model_type` is read as a CLIP config.
+            Config of the frozen dual encoder: a `clip`, `siglip`, `siglip2` or `blip-2` (retrieval) model config;
+            a dict without `model_type` is read as a CLIP config.
         encoder_name_or_path (`str`, *optional*):
             Hub id or folder the dual encoder was loaded from. Required for `combiner_only` saves, whose
             weights file holds the Combiner alone and which reload the encoder from here.
@@ -175,7 +180,7 @@ class ScotConfig(PreTrainedConfig):
     def embed_dim(self) -> int:
         """Dimension of the encoder's joint embedding space."""
         encoder = self.encoder_config
-        for name in ("projection_dim", "hidden_size"):
+        for name in ("projection_dim", "image_text_hidden_size", "hidden_size"):
             if isinstance(getattr(encoder, name, None), int):
                 return getattr(encoder, name)
         return encoder.text_config.hidden_size

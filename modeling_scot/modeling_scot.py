@@ -1,4 +1,5 @@
-"""SCOT: a frozen dual encoder (CLIP, SigLIP, SigLIP 2) and a trainable Combiner for composed image retrieval."""
+"""SCOT: a frozen dual encoder (CLIP, SigLIP, SigLIP 2, BLIP-2) and a trainable Combiner for composed image
+retrieval."""
 
 from __future__ import annotations
 
@@ -15,13 +16,13 @@ import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoProcessor, PreTrainedModel
+from transformers import AutoConfig, AutoProcessor, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput, cached_file, logging
 
 from .activations import use_inference_activations
 from .configuration_scot import LEGACY_FIELDS, ScotConfig, check_encoder_family, one_line
-from .encoders import DualEncoderAdapter, adapter_for
+from .encoders import DualEncoderAdapter, adapter_class, adapter_for
 from .losses import scot_contrastive_loss
 
 logger = logging.get_logger(__name__)
@@ -102,10 +103,10 @@ def _check_tensor(value, name: str, ndims: tuple[int, ...], floating: bool) -> N
 
 
 def load_dual_encoder(source: str | os.PathLike, **kwargs) -> PreTrainedModel:
-    """Load a transformers dual encoder (CLIP, SigLIP, SigLIP 2) from a Hub id or a local folder, weights from
-    safetensors files only.
+    """Load a transformers dual encoder (CLIP, SigLIP, SigLIP 2, BLIP-2's retrieval model) from a Hub id or a local
+    folder, weights from safetensors files only.
 
-    `kwargs` go to `AutoModel.from_pretrained` (`dtype`, `attn_implementation`, hub options).
+    `kwargs` go to the family's `from_pretrained` (`dtype`, `attn_implementation`, hub options).
     """
     source = os.fspath(source)
     path = Path(source)
@@ -119,11 +120,14 @@ def load_dual_encoder(source: str | os.PathLike, **kwargs) -> PreTrainedModel:
         config = AutoConfig.from_pretrained(source, **{k: v for k, v in kwargs.items() if k in HUB_KWARGS})
     except Exception as err:  # transformers' config machinery fails on bad files with many error types
         raise ValueError(f"cannot read a model config from {source!r}: {one_line(err)}") from None
-    check_encoder_family(config.model_type, repr(source))
+    adapter = adapter_class(config.model_type, repr(source))
+    adapter.check_config(config, repr(source))
     try:
-        return AutoModel.from_pretrained(source, config=config, use_safetensors=True, **kwargs)
+        model = adapter.model_class.from_pretrained(source, config=config, use_safetensors=True, **kwargs)
     except (OSError, RuntimeError, SafetensorError) as err:
         raise ValueError(f"cannot load the weights of {source!r}: {one_line(err)}") from None
+    adapter.check_model(model, repr(source))
+    return model
 
 
 class ScotModel(PreTrainedModel):
@@ -153,7 +157,11 @@ class ScotModel(PreTrainedModel):
 
     def __init__(self, config: ScotConfig, encoder: PreTrainedModel | None = None):
         super().__init__(config)
-        self.encoder = encoder if encoder is not None else AutoModel.from_config(config.encoder_config)
+        if encoder is None:
+            encoder = adapter_class(config.encoder_config.model_type, "ScotConfig.encoder_config").build(
+                config.encoder_config
+            )
+        self.encoder = encoder
         self.encoder_adapter: DualEncoderAdapter = adapter_for(self.encoder, "ScotConfig.encoder_config")
         self.encoder.requires_grad_(False)
         use_inference_activations(self.encoder)
@@ -196,7 +204,8 @@ class ScotModel(PreTrainedModel):
         """Build a SCOT model with a fresh Combiner around a pretrained dual encoder.
 
         Args:
-            encoder: a Hub id or local folder of a CLIP/SigLIP/SigLIP 2 checkpoint, or a loaded model.
+            encoder: a Hub id or local folder of a CLIP, SigLIP, SigLIP 2 or BLIP-2 retrieval checkpoint, or a
+                loaded model.
             processor: the matching processor (default: loaded from `encoder` when it is an id or folder).
             dtype: dtype of the encoder weights (e.g. `torch.bfloat16` on GPU).
             attn_implementation: "sdpa", "eager", ... passed to the encoder.
@@ -241,6 +250,13 @@ class ScotModel(PreTrainedModel):
         """L2-normalised image embeddings (B, D) from the frozen encoder (float32)."""
         _check_tensor(pixel_values, "pixel_values", (3, 4), floating=True)
         return self.encoder_adapter.image_embeds(pixel_values, **image_kwargs)
+
+    @torch.no_grad()
+    def get_image_vectors(self, pixel_values: torch.Tensor, **image_kwargs) -> torch.Tensor:
+        """L2-normalised image vectors (B, K, D) from the frozen encoder (float32): K = 1 for encoders that pool
+        an image to one vector, one per query token for BLIP-2. Gallery images are scored by their best vector."""
+        _check_tensor(pixel_values, "pixel_values", (3, 4), floating=True)
+        return self.encoder_adapter.image_vectors(pixel_values, **image_kwargs)
 
     @torch.no_grad()
     def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -468,7 +484,7 @@ class ScotModel(PreTrainedModel):
         if config_dict.get("model_type") != ScotConfig.model_type:
             raise ValueError(
                 f"{config_file}: field 'model_type' is {config_dict.get('model_type')!r}, so {source!r} is not a "
-                "SCOT model; to wrap a CLIP, SigLIP or SigLIP 2 checkpoint use ScotModel.from_encoder"
+                "SCOT model; to wrap a CLIP, SigLIP, SigLIP 2 or BLIP-2 retrieval checkpoint use ScotModel.from_encoder"
             )
         if not config_dict.get("combiner_only") and all(config_dict.get(f) is None for f in ENCODER_CONFIG_FIELDS):
             raise ValueError(f"{config_file}: field 'encoder_config' is missing or null: a full save records its encoder")

@@ -63,7 +63,7 @@ class ScotTrainArguments:
     """What `scot train` trains: the encoder, the triplets, where to write, and the loss settings of the model."""
 
     encoder: str = field(
-        metadata={"help": "Hub id or folder of the frozen dual encoder (CLIP, SigLIP, SigLIP 2).", "aliases": ["--clip"]}
+        metadata={"help": "Hub id or folder of the frozen dual encoder (CLIP, SigLIP, SigLIP 2, BLIP-2).", "aliases": ["--clip"]}
     )
     dataset: str = field(metadata={"help": "Hub id or folder of a triplet dataset (train, optional validation)."})
     output: str = field(metadata={"help": "Output folder: model/, checkpoints/, embedding-cache/."})

@@ -12,9 +12,20 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest
 import torch
-from transformers import AutoModel, CLIPConfig, CLIPImageProcessor, CLIPModel, SiglipConfig, Siglip2Config
+from transformers import (
+    AutoModel,
+    BertTokenizer,
+    Blip2Config,
+    BlipImageProcessor,
+    CLIPConfig,
+    CLIPImageProcessor,
+    CLIPModel,
+    SiglipConfig,
+    Siglip2Config,
+)
 
 from modeling_scot import ScotModel, ScotProcessor
+from modeling_scot.encoders import ADAPTERS
 from modeling_scot.word_tokenizer import build_word_level_tokenizer
 
 WORDS = (
@@ -68,6 +79,40 @@ def tiny_siglip2_config(word_tokenizer) -> Siglip2Config:
     return Siglip2Config(text_config=_text_tower(len(word_tokenizer)), vision_config=dict(vision, num_patches=16))
 
 
+BERT_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+BLIP2_QUERY_TOKENS = 4
+
+
+@pytest.fixture(scope="session")
+def bert_tokenizer() -> BertTokenizer:
+    """A BERT tokenizer over the test words, as BLIP-2's Q-Former reads text ([CLS] first, pooled there)."""
+    vocab = {token: number for number, token in enumerate((*BERT_SPECIAL_TOKENS, *WORDS))}
+    return BertTokenizer(vocab=vocab, model_max_length=MAX_TEXT_LENGTH)
+
+
+@pytest.fixture(scope="session")
+def tiny_blip2_config(word_tokenizer, bert_tokenizer) -> Blip2Config:
+    """A tiny `Blip2ForImageTextRetrieval` config: vision 2 layers, Q-Former 2 layers with a text path and
+    `BLIP2_QUERY_TOKENS` query tokens; its vocabulary covers both test tokenizers."""
+    qformer = dict(_text_tower(max(len(word_tokenizer), len(bert_tokenizer))), cross_attention_frequency=1)
+    for name in ("bos_token_id", "eos_token_id"):
+        del qformer[name]
+    return Blip2Config(
+        vision_config=_vision_tower(),
+        qformer_config=dict(qformer, use_qformer_text_input=True),
+        text_config=dict(model_type="opt", vocab_size=8, hidden_size=8, ffn_dim=16, num_hidden_layers=1,
+                         num_attention_heads=2, word_embed_proj_dim=8),
+        num_query_tokens=BLIP2_QUERY_TOKENS,
+        image_text_hidden_size=16,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_blip2_processor(bert_tokenizer) -> ScotProcessor:
+    return ScotProcessor(image_processor=BlipImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}),
+                         tokenizer=bert_tokenizer)
+
+
 @pytest.fixture(scope="session")
 def tiny_processor(word_tokenizer) -> ScotProcessor:
     image_processor = CLIPImageProcessor(
@@ -86,20 +131,34 @@ def tiny_clip_dir(tmp_path_factory, tiny_clip_config, tiny_processor) -> str:
     return str(folder)
 
 
-ENCODER_FAMILIES = ("clip", "siglip", "siglip2")
+ENCODER_FAMILIES = ("clip", "siglip", "siglip2", "blip-2")
 
 
 @pytest.fixture(scope="session")
-def tiny_encoder_dirs(tmp_path_factory, tiny_clip_dir, tiny_siglip_config, tiny_siglip2_config, tiny_processor) -> dict:
-    """A saved random encoder with its processor per family: stand-ins for CLIP, SigLIP and SigLIP 2 Hub repos."""
-    dirs = {"clip": tiny_clip_dir}
+def tiny_blip2_dir(tmp_path_factory, tiny_blip2_config, tiny_blip2_processor) -> str:
+    """A saved random BLIP-2 retrieval model with its processor (BLIP image processor, BERT tokenizer): stands in
+    for Salesforce/blip2-itm-vit-g."""
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-blip-2")
+    ADAPTERS["blip-2"].build(tiny_blip2_config).save_pretrained(folder)
+    tiny_blip2_processor.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_dirs(
+    tmp_path_factory, tiny_clip_dir, tiny_siglip_config, tiny_siglip2_config, tiny_processor, tiny_blip2_dir
+) -> dict:
+    """A saved random encoder with its processor per family: stand-ins for CLIP, SigLIP, SigLIP 2 and BLIP-2 Hub
+    repos."""
+    dirs = {"clip": tiny_clip_dir, "blip-2": tiny_blip2_dir}
     for family, config in (("siglip", tiny_siglip_config), ("siglip2", tiny_siglip2_config)):
         torch.manual_seed(0)
         folder = tmp_path_factory.mktemp(f"tiny-{family}")
         AutoModel.from_config(config).save_pretrained(folder)
         tiny_processor.save_pretrained(folder)
         dirs[family] = str(folder)
-    return dirs
+    return {family: dirs[family] for family in ENCODER_FAMILIES}
 
 
 def family_inputs(family: str, word_tokenizer, texts=("make it blue", "a red circle on the left")) -> dict:

@@ -41,7 +41,8 @@ def cmd_index(args: argparse.Namespace) -> int:
         skip_broken=args.skip_broken,
     )
     seconds = time.perf_counter() - start
-    print(f"indexed {len(index)} images ({index.kind}, {index.dim}-d embeddings) into {output} in {seconds:.1f} s")
+    shape = f"{index.vectors} x {index.dim}-d" if index.vectors > 1 else f"{index.dim}-d"
+    print(f"indexed {len(index)} images ({index.kind}, {shape} embeddings) into {output} in {seconds:.1f} s")
     if skipped:
         print(f"left out {len(skipped)} image(s) that cannot be decoded")
     return 0

@@ -27,6 +27,7 @@ from ..encoding import encode_texts
 from ..io_utils import write_json
 from ..methods import DEFAULT_METHOD_NAMES, METHOD_NAMES, CIRMethod, build_method
 from ..retrieval import ImageFiles, embed_gallery
+from ..similarity import image_scores
 from .cir_data import CIRSplit, check_images
 from .scoring import compute_metrics, top_k_ids
 from .submissions import CIRCO_SIZE, CIRR_RECALL_SIZE, write_circo_submission, write_cirr_submissions
@@ -65,7 +66,8 @@ class SplitImages:
 
 @dataclass
 class SplitEmbeddings:
-    """A split's frozen embeddings: gallery (G, D), one reference row and one modification row per query."""
+    """A split's frozen embeddings: gallery (G, D), or (G, K, D) for a multi-vector encoder (BLIP-2); one pooled
+    reference row (the encoder's image embedding V) and one modification row per query."""
 
     gallery: torch.Tensor
     references: torch.Tensor
@@ -92,9 +94,12 @@ def embed_split(model, split: CIRSplit, cache_dir: str | os.PathLike, options: M
         else extra_embeds[extra_rows[query.reference]]
         for query in split.queries
     ]
+    references = torch.stack(rows) if rows else torch.empty(0, *gallery.shape[1:])
+    if references.ndim == 3:  # a multi-vector encoder's V pools its image's vectors
+        references = model.encoder_adapter.pooled(references)
     progress = options.get("progress", True) and "embedding texts"
     texts = encode_texts(model, split.texts, batch_size=options["batch_size"], progress=progress)
-    return SplitEmbeddings(gallery, torch.stack(rows), texts)
+    return SplitEmbeddings(gallery, references, texts)
 
 
 def check_split(split: CIRSplit, predictions_dir: object) -> None:
@@ -244,7 +249,7 @@ def evaluate_split(
                 logger.info(f"{name}: wrote {path}")
     if split.has_targets and all(query.target_caption is not None for query in split.queries):
         oracle = encode_texts(model, [query.target_caption for query in split.queries], batch_size=batch_size, progress=False)
-        all_scores[ORACLE] = (oracle @ embeddings.gallery.T).numpy()
+        all_scores[ORACLE] = image_scores(oracle, embeddings.gallery).numpy()
     report["methods"] = {name: compute_metrics(split, scores) for name, scores in all_scores.items()}
     if split.has_targets and all(query.edit_type is not None for query in split.queries):
         report["recall@1_by_edit_type"] = {

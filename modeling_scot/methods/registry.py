@@ -19,6 +19,7 @@ from typing import ClassVar
 
 import torch
 
+from ..similarity import image_scores
 from .baselines import embedding_sum, image_only, slerp, text_only
 from .isa_model import IsaModel
 from .lincir_model import LincirModel
@@ -78,9 +79,10 @@ class CIRMethod:
         texts: Sequence[str] | None = None,
         images: Sequence | None = None,
     ) -> torch.Tensor:
-        """(N, G) scores of the queries against (G, D) gallery embeddings: cosine similarity."""
+        """(N, G) scores of the queries against (G, D) gallery embeddings (cosine similarity), or (G, K, D)
+        multi-vector ones (each image's best vector: `image_scores`)."""
         queries = self.queries(model, image_embeds, text_embeds, texts, images)
-        return queries.float() @ gallery_embeds.to(queries.device).float().T
+        return image_scores(queries.float(), gallery_embeds.to(queries.device).float())
 
 
 @dataclass(frozen=True)

@@ -33,9 +33,12 @@ from .saved_config import SavedConfig
 CONFIG_NAME = "tat_config.json"
 ADAPTER_CONFIG_NAME = "adapter_config.json"
 ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
-VISION_ATTENTION_MODULES = r"vision_model\.encoder\.layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj|out_proj)"
-"""The q/k/v/out projections of every transformer layer of the image tower, in CLIP, SigLIP and SigLIP 2 alike (not
-SigLIP's attention-pooling head, whose `nn.MultiheadAttention` LoRA cannot wrap)."""
+VISION_ATTENTION_MODULES = (
+    r"vision_model\.encoder\.layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj|out_proj|qkv|projection)"
+)
+"""The attention projections of every transformer layer of the image tower: q/k/v/out in CLIP, SigLIP and SigLIP 2
+alike (not SigLIP's attention-pooling head, whose `nn.MultiheadAttention` LoRA cannot wrap), the fused qkv and the
+output projection in BLIP-2's vision model (its Q-Former is left as it is)."""
 PROBE_ROWS = 8
 CROSS_DTYPE_TOLERANCE = 1e-2
 """Absolute tolerance on the weight probes of a base loaded in another dtype (bf16, fp16) than the one trained on."""

@@ -4,6 +4,7 @@ from .faiss_backend import FaissNotInstalledError, faiss_available
 from .gallery import embed_gallery
 from .index import AUTO_APPROXIMATE_ABOVE, KINDS, GalleryIndex
 from .query import ComposedQuery, compose_query, search_query
+from ..similarity import image_scores
 from .search import exact_search
 from .sources import DatasetImages, GallerySource, ImageFiles, WorldGallery, gallery_image
 from .store import Gallery
@@ -23,6 +24,7 @@ __all__ = [
     "search_query",
     "embed_gallery",
     "exact_search",
+    "image_scores",
     "faiss_available",
     "gallery_image",
 ]

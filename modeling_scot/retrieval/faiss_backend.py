@@ -147,9 +147,9 @@ def _index_class(faiss, kind: str) -> type:
 
 
 def read_faiss_index(path: Path, kind: str, params: dict[str, int], count: int):
-    """An index written by [`write_faiss_index`] for `count` gallery rows, with its search parameters set; a
-    ValueError naming the file when it cannot be read or is not an inner-product `kind` index of `count` vectors
-    (with `params`' nlist for IVF kinds)."""
+    """An index written by [`write_faiss_index`] for `count` gallery vectors (one per image, or K per image), with
+    its search parameters set; a ValueError naming the file when it cannot be read or is not an inner-product
+    `kind` index of `count` vectors (with `params`' nlist for IVF kinds)."""
     faiss = import_faiss(kind)
     if not path.is_file():
         raise FileNotFoundError(f"faiss index file {str(path)!r} does not exist")
@@ -162,7 +162,7 @@ def read_faiss_index(path: Path, kind: str, params: dict[str, int], count: int):
             f"{path} holds a {type(index).__name__} (metric {index.metric_type}), not a {kind!r} inner-product index"
         )
     if index.ntotal != count:
-        raise ValueError(f"{path} holds {index.ntotal} vectors for {count} gallery rows")
+        raise ValueError(f"{path} holds {index.ntotal} vectors for {count} gallery vectors")
     if "nlist" in params and index.nlist != params["nlist"]:
         raise ValueError(f"{path} has {index.nlist} inverted lists but index.json's params say nlist={params['nlist']}")
     configure(index, kind, params)

@@ -6,7 +6,8 @@ previous batch; only the batches in flight are held in memory. Embeddings are wr
 weights, the processor settings, the autocast dtype and the images, so an interrupted run resumes at the
 first unfinished chunk. A finished gallery is saved as `cache_dir/<key>/gallery.parquet` + `gallery.json`
 and loaded from there on the next call. An image that cannot be decoded is stored as a zero row in its
-chunk and left out of the finished gallery (listed in its `skipped`).
+chunk and left out of the finished gallery (listed in its `skipped`). A multi-vector encoder (BLIP-2) stores
+all K vectors of each image, (N, K, D).
 """
 
 from __future__ import annotations
@@ -112,11 +113,13 @@ class _EmbeddingStream:
                 f"{len(errors)} gallery image(s) cannot be decoded: {'; '.join(errors[:SHOWN])}"
                 " (embed_gallery(skip_broken=True) and scot index --skip-broken leave such images out)"
             )
-        embeds = torch.zeros(len(decoded), self.model.config.embed_dim)
+        adapter, dim = self.model.encoder_adapter, self.model.config.embed_dim
+        embeds = torch.zeros(len(decoded), *((adapter.vectors_per_image, dim) if adapter.multi_vector else (dim,)))
         if inputs:
             device = self.model.device
+            embed = self.model.get_image_vectors if adapter.multi_vector else self.model.get_image_features
             with autocast_context(device, self.autocast_dtype):
-                features = self.model.get_image_features(**{k: v.to(device) for k, v in inputs.items()})
+                features = embed(**{k: v.to(device) for k, v in inputs.items()})
             embeds[decoded] = features.float().cpu()
         return embeds
 
@@ -186,7 +189,7 @@ def embed_gallery(
             skip_broken=skip_broken,
         )
         embeds = chunked_encode(chunks, "images", len(ids), chunk_size, stream, progress)
-        decoded = embeds.norm(dim=1) > 0
+        decoded = embeds.flatten(1).norm(dim=1) > 0
         skipped = [item for item, ok in zip(ids, decoded.tolist()) if not ok]
         if len(skipped) == len(ids):
             raise ValueError(f"none of the {len(ids)} gallery images could be decoded: {listed(skipped)}")

@@ -4,8 +4,12 @@ Kinds: `exact` (torch top-k over the stored matrix; no extra packages, determini
 optional faiss package `flat` (exact IndexFlatIP), `ivf`, `hnsw` and `ivfpq` (approximate). `auto` is
 `exact` up to `AUTO_APPROXIMATE_ABOVE` embeddings, and `ivf` above it when faiss is installed.
 
+A gallery of multi-vector embeddings (N, K, D: BLIP-2's query tokens) is searched as BLIP-2 scores text against
+images, each image by its best vector: exact search takes the maximum over an image's K scores; a faiss index
+holds one vector per query token and pools the hits per image.
+
 A saved index is a folder: `gallery.parquet` (a `datasets` parquet file: `id`, `embedding`), `index.json`
-(kind, params, dim, count, metric, model fingerprint, and where the images are: `source`, see
+(kind, params, dim, vectors per image, count, metric, model fingerprint, and where the images are: `source`, see
 `ImageFiles.describe` and `WorldGallery.describe`) and, for faiss kinds, `index.faiss`.
 """
 
@@ -41,6 +45,7 @@ from .store import (
     read_embeddings,
     read_ids,
     read_manifest,
+    vectors_per_item,
     write_embeddings,
 )
 
@@ -83,8 +88,28 @@ def _drop_excluded(
     return kept_scores, kept_indices
 
 
+def _best_vector_per_image(
+    scores: torch.Tensor, indices: torch.Tensor, vectors: int, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """From vector hits (best first) of a gallery with `vectors` rows per image, each image's first (best) hit:
+    the first k distinct images, padded with (-inf, -1). Among the top k x `vectors` vector hits of an exact index
+    there are always k distinct images, ranked as their best vectors rank."""
+    kept_scores = torch.full((len(indices), k), -torch.inf)
+    kept_indices = torch.full((len(indices), k), MISSING)
+    for row, (row_scores, row_hits) in enumerate(zip(scores.tolist(), indices.tolist())):
+        seen: dict[int, float] = {}
+        for score, hit in zip(row_scores, row_hits):
+            if hit != MISSING and hit // vectors not in seen:
+                seen[hit // vectors] = score
+        best = list(seen.items())[:k]
+        kept_indices[row, : len(best)] = torch.tensor([image for image, _ in best], dtype=torch.long)
+        kept_scores[row, : len(best)] = torch.tensor([score for _, score in best])
+    return kept_scores, kept_indices
+
+
 class GalleryIndex:
-    """Search a gallery of embeddings (N, D) by inner product; build with [`GalleryIndex.build`]."""
+    """Search a gallery of embeddings (N, D), or (N, K, D) scored by each image's best vector, by inner product;
+    build with [`GalleryIndex.build`]."""
 
     def __init__(
         self,
@@ -99,8 +124,9 @@ class GalleryIndex:
         normalized: bool = True,
         gallery_file: Path | None = None,
         source: dict | None = None,
+        vectors: int = 1,
     ):
-        self.ids, self.kind, self.params, self.dim = ids, kind, params, dim
+        self.ids, self.kind, self.params, self.dim, self.vectors = ids, kind, params, dim, vectors
         self.model_fingerprint, self.normalized, self.source = model_fingerprint, normalized, source
         self._embeddings, self._faiss, self._gallery_file = embeddings, faiss_index, gallery_file
         self._positions: dict[str, int] | None = None
@@ -116,9 +142,10 @@ class GalleryIndex:
         model_fingerprint: str | None = None,
         source: dict | None = None,
     ) -> GalleryIndex:
-        """Index `embeddings` (N, D; L2-normalised for cosine similarity) named by `ids`.
+        """Index `embeddings` (N, D, L2-normalised for cosine similarity; or N, K, D with K vectors per image) named
+        by `ids`.
 
-        `params` overrides the defaults sized from N: `nlist`, `nprobe` (ivf, ivfpq), `m`,
+        `params` overrides the defaults sized from the N x K vectors: `nlist`, `nprobe` (ivf, ivfpq), `m`,
         `ef_construction`, `ef_search` (hnsw), `pq_m`, `pq_bits` (ivfpq). `source` records where the
         images are (a gallery source's `describe()`), so that they can be shown later.
         """
@@ -126,21 +153,23 @@ class GalleryIndex:
         ids = list(ids)
         check_ids(ids, embeddings.shape[0])
         embeddings = embeddings.detach().to(device="cpu", dtype=torch.float32).contiguous()
-        count, dim = embeddings.shape
-        kind = resolve_kind(kind, count)
+        vectors, dim = vectors_per_item(embeddings), embeddings.shape[-1]
+        kind = resolve_kind(kind, len(ids) * vectors)
         if kind == "exact" and params:
             raise ValueError(f"index kind 'exact' takes no parameters, got {sorted(params)}")
-        params = {} if kind == "exact" else resolve_params(kind, count, dim, params)
+        params = {} if kind == "exact" else resolve_params(kind, len(ids) * vectors, dim, params)
+        faiss_index = None if kind == "exact" else build_faiss_index(kind, embeddings.reshape(-1, dim), params)
         return cls(
             ids,
             kind,
             params,
             dim,
             embeddings=embeddings,
-            faiss_index=None if kind == "exact" else build_faiss_index(kind, embeddings, params),
+            faiss_index=faiss_index,
             model_fingerprint=model_fingerprint,
             normalized=is_normalized(embeddings),
             source=source,
+            vectors=vectors,
         )
 
     @classmethod
@@ -194,7 +223,10 @@ class GalleryIndex:
             scores, indices = exact_search(queries, self._embeddings, k, exclude=excluded)
         else:
             extra = max((len(row) for row in excluded), default=0) if excluded else 0
-            scores, indices = faiss_search(self._faiss, queries, min(k + extra, len(self)))
+            wanted = min(k + extra, len(self))
+            scores, indices = faiss_search(self._faiss, queries, min(wanted * self.vectors, len(self) * self.vectors))
+            if self.vectors > 1:
+                scores, indices = _best_vector_per_image(scores, indices, self.vectors, wanted)
             if excluded:
                 scores, indices = _drop_excluded(scores, indices, excluded, k)
         return scores, [[self.ids[i] if i != MISSING else None for i in row] for row in indices.tolist()]
@@ -207,6 +239,7 @@ class GalleryIndex:
             "kind": self.kind,
             "params": self.params,
             "dim": self.dim,
+            "vectors": self.vectors,
             "count": len(self),
             "metric": METRIC,
             "normalized": self.normalized,
@@ -238,19 +271,19 @@ class GalleryIndex:
         the faiss index's type, metric, dimension and size; each problem is a ValueError naming the file."""
         folder = Path(folder)
         config = read_config(folder)
-        kind, params, dim = config["kind"], config["params"], config["dim"]
+        kind, params, dim, vectors = config["kind"], config["params"], config["dim"], config["vectors"]
         embeddings, faiss_index = None, None
         if kind == "exact":
             ids, embeddings = read_embeddings(folder / EMBEDDINGS_FILE)
-            found_dim = embeddings.shape[1]
+            found_vectors, found_dim = vectors_per_item(embeddings), embeddings.shape[-1]
         else:
             ids = read_ids(folder / EMBEDDINGS_FILE)
-            faiss_index = read_faiss_index(folder / FAISS_FILE, kind, params, len(ids))
-            found_dim = faiss_index.d
-        if (len(ids), found_dim) != (config["count"], dim):
+            faiss_index = read_faiss_index(folder / FAISS_FILE, kind, params, len(ids) * vectors)
+            found_vectors, found_dim = vectors, faiss_index.d
+        if (len(ids), found_vectors, found_dim) != (config["count"], vectors, dim):
             raise ValueError(
-                f"the index at {folder} holds {len(ids)} x {found_dim} embeddings but {CONFIG_FILE} says "
-                f"{config['count']} x {dim}"
+                f"the index at {folder} holds {len(ids)} x {found_vectors} x {found_dim} embeddings (images x vectors "
+                f"x dim) but {CONFIG_FILE} says {config['count']} x {vectors} x {dim}"
             )
         return cls(
             ids,
@@ -263,6 +296,7 @@ class GalleryIndex:
             normalized=config["normalized"],
             gallery_file=folder / EMBEDDINGS_FILE,
             source=config["source"],
+            vectors=vectors,
         )
 
 
@@ -290,6 +324,7 @@ def read_config(folder: Path) -> dict:
         "kind": kind,
         "params": params,
         "dim": config.count("dim", 1),
+        "vectors": config.count("vectors", 1) if "vectors" in config.data else 1,
         "count": config.count("count", 1),
         "normalized": config.get("normalized", bool),
         "model_fingerprint": config.get("model_fingerprint", (str, type(None))),

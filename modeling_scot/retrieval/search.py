@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 import torch
 
+from ..similarity import image_scores
+
 MAX_SCORES_PER_CHUNK = 2**24
 """Score-matrix elements computed at once (64 MiB of float32): 16 queries at a time on a 1M gallery."""
 MISSING = -1
@@ -41,20 +43,22 @@ def exact_search(
     exclude: Sequence[Sequence[int]] | None = None,
     max_scores_per_chunk: int = MAX_SCORES_PER_CHUNK,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The `k` gallery rows with the highest inner product with each query.
+    """The `k` gallery items with the highest [`image_scores`] with each query.
 
     Args:
         queries: (Q, D) query embeddings.
-        gallery: (N, D) gallery embeddings.
+        gallery: (N, D) gallery embeddings, or (N, K, D) with K vectors per item.
         k: results per query, at most N.
         exclude: per query, gallery indices never returned (e.g. the reference image).
-        max_scores_per_chunk: bounds the (queries x gallery) score block computed at once.
+        max_scores_per_chunk: bounds the (queries x gallery vectors) score block computed at once.
 
     Returns (scores, indices), both (Q, k), best first; equal scores rank the lower index first. Slots
     left empty by exclusion have index -1 and score -inf.
     """
-    if queries.ndim != 2 or gallery.ndim != 2 or queries.shape[1] != gallery.shape[1]:
-        raise ValueError(f"queries {tuple(queries.shape)} and gallery {tuple(gallery.shape)} must be (Q, D) and (N, D)")
+    if queries.ndim != 2 or gallery.ndim not in (2, 3) or queries.shape[1] != gallery.shape[-1]:
+        raise ValueError(
+            f"queries {tuple(queries.shape)} and gallery {tuple(gallery.shape)} must be (Q, D) and (N, D) or (N, K, D)"
+        )
     if not 1 <= k <= gallery.shape[0]:
         raise ValueError(f"k must be between 1 and the gallery size {gallery.shape[0]}, got {k}")
     if exclude is not None and len(exclude) != queries.shape[0]:
@@ -62,10 +66,10 @@ def exact_search(
     queries = queries.to(gallery.dtype)
     if queries.shape[0] == 0:
         return torch.empty(0, k, dtype=gallery.dtype), torch.empty(0, k, dtype=torch.long)
-    step = max(1, max_scores_per_chunk // gallery.shape[0])
+    step = max(1, max_scores_per_chunk // gallery[..., 0].numel())
     all_scores, all_indices = [], []
     for start in range(0, queries.shape[0], step):
-        scores = queries[start : start + step] @ gallery.T
+        scores = image_scores(queries[start : start + step], gallery)
         if exclude is not None:
             for row, excluded in enumerate(exclude[start : start + step]):
                 scores[row, list(excluded)] = -torch.inf

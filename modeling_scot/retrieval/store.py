@@ -1,4 +1,7 @@
-"""A gallery of embedded images, stored as a parquet dataset (`id`, `embedding`) plus a JSON manifest."""
+"""A gallery of embedded images, stored as a parquet dataset (`id`, `embedding`) plus a JSON manifest.
+
+An image's `embedding` is one fixed-size list of D floats, or, for a multi-vector encoder (BLIP-2), a fixed-size
+list of K such lists (one per query token)."""
 
 from __future__ import annotations
 
@@ -37,16 +40,21 @@ def listed(items: Sequence[object]) -> str:
 
 
 def check_embeddings(embeddings: torch.Tensor, name: str) -> None:
-    """Raise a ValueError unless `embeddings` is a non-empty, finite (N, D) floating tensor."""
-    if not isinstance(embeddings, torch.Tensor) or embeddings.ndim != 2 or not embeddings.is_floating_point():
+    """Raise a ValueError unless `embeddings` is a non-empty, finite (N, D) or (N, K, D) floating tensor."""
+    if not isinstance(embeddings, torch.Tensor) or embeddings.ndim not in (2, 3) or not embeddings.is_floating_point():
         shape = tuple(embeddings.shape) if isinstance(embeddings, torch.Tensor) else type(embeddings).__name__
-        raise ValueError(f"{name} must be a 2-D floating tensor (N, D), got {shape}")
-    if embeddings.shape[0] == 0 or embeddings.shape[1] == 0:
+        raise ValueError(f"{name} must be a 2-D (N, D) or 3-D (N, K, D) floating tensor, got {shape}")
+    if 0 in embeddings.shape:
         raise ValueError(f"{name} is empty: shape {tuple(embeddings.shape)}")
-    bad_rows = (~torch.isfinite(embeddings).all(dim=1)).nonzero().flatten().tolist()
+    bad_rows = (~torch.isfinite(embeddings).flatten(1).all(dim=1)).nonzero().flatten().tolist()
     if bad_rows:
         rows = listed(bad_rows)
         raise ValueError(f"{name} has NaN or infinite values in {len(bad_rows)} row(s): {rows}")
+
+
+def vectors_per_item(embeddings: torch.Tensor) -> int:
+    """K of (N, K, D) multi-vector embeddings; 1 for (N, D)."""
+    return embeddings.shape[1] if embeddings.ndim == 3 else 1
 
 
 def check_ids(ids: Sequence[str], count: int, where: str = "gallery") -> None:
@@ -62,25 +70,40 @@ def check_ids(ids: Sequence[str], count: int, where: str = "gallery") -> None:
 
 
 def is_normalized(embeddings: torch.Tensor) -> bool:
-    """Whether every row has unit L2 norm (within a float32 tolerance)."""
-    return bool(((embeddings.norm(dim=1) - 1).abs() <= NORM_TOLERANCE).all())
+    """Whether every vector has unit L2 norm (within a float32 tolerance)."""
+    return bool(((embeddings.norm(dim=-1) - 1).abs() <= NORM_TOLERANCE).all())
 
 
 def write_embeddings(path: Path, ids: Sequence[str], embeddings: torch.Tensor) -> None:
-    """Write ids and float32 embeddings as a `datasets` parquet file (through a temporary file)."""
-    dim = embeddings.shape[1]
-    features = Features({"id": Value("string"), "embedding": List(Value("float32"), length=dim)})
+    """Write ids and float32 (N, D) or (N, K, D) embeddings as a `datasets` parquet file (through a temporary
+    file)."""
+    dim = embeddings.shape[-1]
     flat = pa.array(embeddings.detach().to(torch.float32).cpu().contiguous().numpy().reshape(-1))
-    table = pa.Table.from_arrays(
-        [pa.array(list(ids), pa.string()), pa.FixedSizeListArray.from_arrays(flat, dim)], schema=features.arrow_schema
-    )
+    column, feature = pa.FixedSizeListArray.from_arrays(flat, dim), List(Value("float32"), length=dim)
+    if embeddings.ndim == 3:
+        column = pa.FixedSizeListArray.from_arrays(column, embeddings.shape[1])
+        feature = List(feature, length=embeddings.shape[1])
+    features = Features({"id": Value("string"), "embedding": feature})
+    table = pa.Table.from_arrays([pa.array(list(ids), pa.string()), column], schema=features.arrow_schema)
     tmp = path.with_name(path.name + ".tmp")
     pq.write_table(table, tmp, use_dictionary=False, compression="none")  # float embeddings do not compress
     os.replace(tmp, path)
 
 
+def _is_float_vector(kind: pa.DataType) -> bool:
+    return pa.types.is_fixed_size_list(kind) and pa.types.is_floating(kind.value_type) and kind.list_size >= 1
+
+
+def _is_embedding_type(kind: pa.DataType) -> bool:
+    """A fixed-size list of floats (one vector), or a fixed-size list of those (K vectors)."""
+    return _is_float_vector(kind) or (
+        pa.types.is_fixed_size_list(kind) and kind.list_size >= 1 and _is_float_vector(kind.value_type)
+    )
+
+
 def _open_gallery_file(path: Path) -> pq.ParquetFile:
-    """A gallery parquet file whose schema holds string `id`s and fixed-size float `embedding`s."""
+    """A gallery parquet file whose schema holds string `id`s and fixed-size float `embedding`s (or fixed-size
+    lists of them)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"gallery file {str(path)!r} does not exist")
@@ -91,15 +114,12 @@ def _open_gallery_file(path: Path) -> pq.ParquetFile:
     schema = handle.schema_arrow
     for name, holds, expected in (
         ("id", pa.types.is_string, "strings"),
-        ("embedding", lambda kind: pa.types.is_fixed_size_list(kind) and pa.types.is_floating(kind.value_type),
-         "fixed-size lists of floats"),
+        ("embedding", _is_embedding_type, "non-empty fixed-size lists of floats, or fixed-size lists of them"),
     ):
         if schema.get_field_index(name) < 0:
             raise ValueError(f"{path}: column {name!r} is missing (columns: {schema.names})")
         if not holds(schema.field(name).type):
             raise ValueError(f"{path}: column {name!r} must hold {expected}, got {schema.field(name).type}")
-    if schema.field("embedding").type.list_size < 1:
-        raise ValueError(f"{path}: column 'embedding' holds empty lists")
     return handle
 
 
@@ -116,16 +136,22 @@ def _read_column(handle: pq.ParquetFile, path: Path, name: str, batch_rows: int 
 
 
 def _embedding_rows(column: pa.Array, path: Path, first_row: int) -> np.ndarray:
-    """A chunk of the `embedding` column as (rows, dim) float32; a ValueError naming null rows."""
-    if column.null_count:
-        rows = [first_row + row for row, valid in enumerate(column.is_valid().to_pylist()) if not valid]
-        raise ValueError(f"{path}: column 'embedding' is null in rows {listed(rows)}")
-    values = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-    return values.reshape(len(column), column.type.list_size)
+    """A chunk of the `embedding` column as (rows, D) or (rows, K, D) float32; a ValueError naming null rows."""
+    values, shape, entries_per_row = column, [len(column)], 1
+    while pa.types.is_fixed_size_list(values.type):
+        if values.null_count:
+            invalid = np.flatnonzero(~values.is_valid().to_numpy(zero_copy_only=False))
+            rows = sorted({first_row + int(entry) // entries_per_row for entry in invalid})
+            raise ValueError(f"{path}: column 'embedding' is null in rows {listed(rows)}")
+        shape.append(values.type.list_size)
+        entries_per_row *= values.type.list_size
+        values = values.flatten()
+    return values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(shape)
 
 
 def _check_finite_rows(embeddings: np.ndarray, ids: list[str], path: Path, first_row: int) -> None:
-    bad_rows = [first_row + row for row in np.flatnonzero(~np.isfinite(embeddings).all(axis=1)).tolist()]
+    finite = np.isfinite(embeddings).all(axis=tuple(range(1, embeddings.ndim)))
+    bad_rows = [first_row + row for row in np.flatnonzero(~finite).tolist()]
     if bad_rows:
         raise ValueError(
             f"{path}: the embeddings of {len(bad_rows)} row(s) hold NaN or infinite values: ids "
@@ -156,7 +182,7 @@ def read_ids(path: Path) -> list[str]:
 
 
 def read_embeddings(path: Path) -> tuple[list[str], torch.Tensor]:
-    """Ids and the (N, D) float32 embeddings of a gallery parquet file; a ValueError naming the file for a
+    """Ids and the (N, D) or (N, K, D) float32 embeddings of a gallery parquet file; a ValueError naming the file for a
     missing or mistyped column, a null, repeated or non-string id, or rows holding NaN or infinite values."""
     handle = _open_gallery_file(path)
     ids = _read_gallery_ids(handle, path)
@@ -181,7 +207,8 @@ def read_manifest(folder: Path, file_name: str, what: str) -> Entry:
 
 @dataclass
 class Gallery:
-    """Embedded gallery images: `ids[i]` names row i of `embeddings` (N, D float32).
+    """Embedded gallery images: `ids[i]` names row i of `embeddings`, (N, D) float32, or (N, K, D) with K vectors
+    per image (BLIP-2's query tokens).
 
     `model_fingerprint` names the encoder that embedded them; `skipped` lists ids left out because
     their images could not be decoded.
@@ -202,7 +229,12 @@ class Gallery:
 
     @property
     def dim(self) -> int:
-        return self.embeddings.shape[1]
+        return self.embeddings.shape[-1]
+
+    @property
+    def vectors(self) -> int:
+        """K, the vectors per image (1 for single-vector encoders)."""
+        return vectors_per_item(self.embeddings)
 
     def manifest(self) -> dict:
         """The JSON manifest saved next to the embeddings."""
@@ -211,6 +243,7 @@ class Gallery:
             "format_version": FORMAT_VERSION,
             "count": len(self),
             "dim": self.dim,
+            "vectors": self.vectors,
             "normalized": is_normalized(self.embeddings),
             "model_fingerprint": self.model_fingerprint,
             "skipped": self.skipped,
@@ -230,17 +263,27 @@ class Gallery:
         folder = Path(folder)
         manifest = read_manifest(folder, MANIFEST_FILE, "saved gallery")
         count, dim = manifest.count("count", 1), manifest.count("dim", 1)
+        vectors = manifest.count("vectors", 1) if "vectors" in manifest.data else 1
         fingerprint = manifest.get("model_fingerprint", (str, type(None)))
         skipped = manifest.get("skipped", list)
         if not all(isinstance(item, str) for item in skipped):
             raise manifest.error("skipped", f"expected a list of image ids, got {skipped!r:.200}")
         ids, embeddings = read_embeddings(folder / EMBEDDINGS_FILE)
-        if embeddings.shape != (count, dim):
+        expected = (count, dim) if vectors == 1 and embeddings.ndim == 2 else (count, vectors, dim)
+        if embeddings.shape != expected:
             raise ValueError(
                 f"{folder / EMBEDDINGS_FILE} holds {tuple(embeddings.shape)} embeddings but {MANIFEST_FILE} "
-                f"says ({count}, {dim})"
+                f"says {expected}"
             )
         return cls(ids, embeddings, fingerprint, list(skipped))
 
 
-__all__ = ["Gallery", "check_embeddings", "check_ids", "read_embeddings", "read_ids", "write_embeddings"]
+__all__ = [
+    "Gallery",
+    "check_embeddings",
+    "check_ids",
+    "read_embeddings",
+    "read_ids",
+    "vectors_per_item",
+    "write_embeddings",
+]

@@ -126,22 +126,37 @@ def mutate_json_file(path: Path, choose: Choose) -> None:
         Path(path).write_text(json.dumps(mutate_json(data, choose)), encoding="utf-8")
 
 
+def _vector_shape(kind: pa.DataType) -> list[int]:
+    """(D,) of a fixed-size float list column, (K, D) of a fixed-size list of them."""
+    return [kind.list_size, *_vector_shape(kind.value_type)] if pa.types.is_fixed_size_list(kind) else []
+
+
+def _embedding_array(embeddings: np.ndarray, mask: pa.Array | None = None) -> pa.Array:
+    """(N, D) or (N, K, D) values as the nested fixed-size lists of a gallery file; `mask` nulls whole rows."""
+    array = pa.array(embeddings.reshape(-1))
+    for size in reversed(embeddings.shape[2:]):
+        array = pa.FixedSizeListArray.from_arrays(array, size)
+    return pa.FixedSizeListArray.from_arrays(array, embeddings.shape[1], mask=mask)
+
+
 def mutate_gallery_table(path: Path, choose: Choose) -> None:
-    """Rewrite a gallery parquet file (`id`, `embedding`) with NaN or infinite rows, a null embedding or id, a
-    repeated id, a column dropped or of another type, or no rows."""
+    """Rewrite a gallery parquet file (`id`, `embedding`: one vector or K vectors per row) with NaN or infinite
+    rows, a null embedding or id, a repeated id, a column dropped or of another type, or no rows."""
     table = pq.read_table(path)
     ids, column = table.column("id").to_pylist(), table.column("embedding").combine_chunks()
-    dim = column.type.list_size
-    embeddings = column.flatten().to_numpy().reshape(-1, dim).copy()
+    shape = _vector_shape(column.type)
+    values = column
+    while pa.types.is_fixed_size_list(values.type):
+        values = values.flatten()
+    embeddings = values.to_numpy().reshape(-1, *shape).copy()
     rows = sorted({choose(range(len(ids))) for _ in range(2)})
     edit = choose(TABLE_EDITS)
     id_array, embedding_array = pa.array(ids, pa.string()), column
     if edit in ("nan_rows", "inf_rows"):
         embeddings[rows] = np.nan if edit == "nan_rows" else np.inf
-        embedding_array = pa.FixedSizeListArray.from_arrays(pa.array(embeddings.reshape(-1)), dim)
+        embedding_array = _embedding_array(embeddings)
     elif edit == "null_embedding":
-        mask = pa.array([row in rows for row in range(len(ids))])
-        embedding_array = pa.FixedSizeListArray.from_arrays(pa.array(embeddings.reshape(-1)), dim, mask=mask)
+        embedding_array = _embedding_array(embeddings, mask=pa.array([row in rows for row in range(len(ids))]))
     elif edit in ("null_id", "repeat_id"):
         replacement = None if edit == "null_id" else ids[0]
         id_array = pa.array([replacement if row in rows else item for row, item in enumerate(ids)], pa.string())

@@ -52,16 +52,27 @@ def test_forward_gives_normalised_queries_and_weights(model, inputs, family):
     assert torch.equal(model.compose(out.image_embeds, out.text_embeds).query_embeds, out.query_embeds)
 
 
-def test_features_are_the_wrapped_encoders_normalised(model, inputs):
+def _reference_features(model: ScotModel, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, K, D) image vectors and (B, D) text embeddings as the wrapped transformers model computes them: its
+    feature methods, or BLIP-2 retrieval's own contrastive (ITC) forward."""
+    encoder, text = model.encoder, {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}
     with torch.no_grad():
-        image = model.encoder.get_image_features(**_image_inputs(inputs)).pooler_output
-        text = model.encoder.get_text_features(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
-    assert torch.allclose(model.get_image_features(**_image_inputs(inputs)), F.normalize(image, dim=-1), atol=1e-6)
-    assert torch.allclose(
-        model.get_text_features(inputs["input_ids"], inputs["attention_mask"]), F.normalize(text.pooler_output, dim=-1), atol=1e-6
-    )
-    vectors = model.encoder_adapter.image_vectors(**_image_inputs(inputs))
-    assert vectors.shape == (2, 1, model.config.embed_dim)
+        if type(model.encoder_adapter).family == "blip-2":
+            itc = encoder(**_image_inputs(inputs), **text, use_image_text_matching_head=False)
+            assert torch.allclose(itc.logits_per_image, (itc.image_embeds @ itc.text_embeds.T).amax(dim=1))
+            return itc.image_embeds, itc.text_embeds
+        image = encoder.get_image_features(**_image_inputs(inputs)).pooler_output
+        return F.normalize(image, dim=-1)[:, None], F.normalize(encoder.get_text_features(**text).pooler_output, dim=-1)
+
+
+def test_features_are_the_wrapped_encoders_normalised(model, inputs):
+    vectors, text = _reference_features(model, inputs)
+    count = model.encoder_adapter.vectors_per_image
+    assert vectors.shape == (2, count, model.config.embed_dim) and model.encoder_adapter.multi_vector == (count > 1)
+    assert torch.allclose(model.get_image_vectors(**_image_inputs(inputs)), vectors, atol=1e-6)
+    assert torch.allclose(model.get_text_features(inputs["input_ids"], inputs["attention_mask"]), text, atol=1e-6)
+    pooled = F.normalize(vectors.mean(dim=1), dim=-1)  # the mean of the vectors (the one vector itself for K = 1)
+    assert torch.allclose(model.get_image_features(**_image_inputs(inputs)), pooled, atol=1e-6)
 
 
 def test_loss_trains_the_combiner_only(model, inputs):

@@ -157,7 +157,7 @@ def test_from_clip_bad_sources(tmp_path):
         ScotModel.from_clip(tmp_path / "empty")
     bert = tmp_path / "bert"
     BertModel(BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)).save_pretrained(bert)
-    with pytest.raises(ValueError, match=r"'bert' model; SCOT supports the dual-encoder families \['clip', 'siglip', 'siglip2'\]"):
+    with pytest.raises(ValueError, match=r"'bert' model; SCOT supports the dual-encoder families \['clip', 'siglip', 'siglip2', 'blip-2'\]"):
         ScotModel.from_clip(bert)
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "config.json").write_text("{not json")

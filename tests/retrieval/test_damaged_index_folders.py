@@ -18,16 +18,19 @@ from modeling_scot.retrieval import Gallery, GalleryIndex, faiss_available
 from modeling_scot.retrieval.store import write_embeddings
 
 PROPERTY = settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
-KINDS = ["exact", *(["flat", "hnsw", "ivf"] if faiss_available() else [])]
-COUNT, DIM = 120, 8
+FAISS = ["flat", "hnsw", "ivf"] if faiss_available() else []
+KINDS = ["exact", *FAISS, "exact-multi", *(["flat-multi"] if FAISS else [])]
+"""Index kinds; `-multi`: a gallery of VECTORS vectors per image (as BLIP-2's query tokens)."""
+COUNT, DIM, VECTORS = 120, 8, 3
 
 
 def drawer(data: st.DataObject):
     return lambda options: data.draw(st.sampled_from(list(options)))
 
 
-def embeddings(count: int = COUNT) -> torch.Tensor:
-    return F.normalize(torch.randn(count, DIM, generator=torch.Generator().manual_seed(0)), dim=-1)
+def embeddings(count: int = COUNT, vectors: int = 0) -> torch.Tensor:
+    shape = (count, vectors, DIM) if vectors else (count, DIM)
+    return F.normalize(torch.randn(*shape, generator=torch.Generator().manual_seed(0)), dim=-1)
 
 
 def damage(folder: Path, data: st.DataObject) -> Path:
@@ -47,10 +50,13 @@ def damage(folder: Path, data: st.DataObject) -> Path:
 def saved(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("indexes")
     folders = {}
+    ids = [f"img-{i}" for i in range(COUNT)]
     for kind in KINDS:
-        index = GalleryIndex.build(embeddings(), [f"img-{i}" for i in range(COUNT)], kind, model_fingerprint="f" * 32)
+        gallery = embeddings(vectors=VECTORS if kind.endswith("-multi") else 0)
+        index = GalleryIndex.build(gallery, ids, kind.removesuffix("-multi"), model_fingerprint="f" * 32)
         folders[kind] = index.save(root / kind)
-    folders["gallery"] = Gallery([f"img-{i}" for i in range(COUNT)], embeddings(), "f" * 32).save(root / "gallery")
+    folders["gallery"] = Gallery(ids, embeddings(), "f" * 32).save(root / "gallery")
+    folders["gallery-multi"] = Gallery(ids, embeddings(vectors=VECTORS), "f" * 32).save(root / "gallery-multi")
     return folders
 
 
@@ -72,12 +78,13 @@ def test_damaged_index_folders_search_or_name_the_file(saved, tmp_path_factory, 
     assert all(item is None or item in index.ids for row in ids for item in row)
 
 
+@pytest.mark.parametrize("name", ["gallery", "gallery-multi"])
 @PROPERTY
 @given(data=st.data())
-def test_damaged_saved_galleries_load_or_name_the_file(saved, tmp_path_factory, data):
+def test_damaged_saved_galleries_load_or_name_the_file(saved, tmp_path_factory, name, data):
     folder = tmp_path_factory.getbasetemp() / "damaged-gallery"
     shutil.rmtree(folder, ignore_errors=True)
-    shutil.copytree(saved["gallery"], folder)
+    shutil.copytree(saved[name], folder)
     damage(folder, data)
     try:
         gallery = Gallery.load(folder)
@@ -110,5 +117,5 @@ def test_a_faiss_file_of_another_kind_or_size_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"hnsw/index\.faiss holds a IndexFlatIP"):
         GalleryIndex.load(hnsw)
     shutil.copyfile(small / "index.faiss", tmp_path / "flat" / "index.faiss")
-    with pytest.raises(ValueError, match=rf"index\.faiss holds {COUNT - 1} vectors for {COUNT} gallery rows"):
+    with pytest.raises(ValueError, match=rf"index\.faiss holds {COUNT - 1} vectors for {COUNT} gallery vectors"):
         GalleryIndex.load(flat)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -67,6 +69,21 @@ class QuickstartSettings:
         )
 
 
+class StageTimer:
+    """Wall seconds of each named stage of a run: `with stages("train"): ...`, then `stages.seconds`."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(time.monotonic() - started, 1)
+
+
 def scot_home() -> Path:
     """`$SCOT_HOME`, default `~/.cache/scot`."""
     return Path(os.environ.get("SCOT_HOME", Path.home() / ".cache" / "scot")).expanduser()
@@ -103,17 +120,24 @@ def run_quickstart(
 ) -> dict:
     """Run the quickstart into `output`; returns the results written to `output/results.json`."""
     started = time.monotonic()
+    stages = StageTimer()
     check_model_output(output / "model")
     output.mkdir(parents=True, exist_ok=True)
     work = output / "work"
-    dataset = triplet_dataset(settings, work / "triplets")
+    with stages("triplets"):
+        dataset = triplet_dataset(settings, work / "triplets")
     set_seed(settings.seed)
-    model = ScotModel.from_encoder(clip_path(), dtype=encoder_dtype, temperature=settings.temperature).to(device)
+    with stages("load model"):
+        model = ScotModel.from_encoder(clip_path(), dtype=encoder_dtype, temperature=settings.temperature).to(device)
     args = settings.training_arguments(work / "trainer", device)
-    training = fit_combiner(model, dataset, args, work / "cache", resume=True)
-    evaluation = evaluate_world(model, settings.seed, num_queries=settings.test_queries, cache_dir=work / "embeddings")
+    with stages("train"):
+        training = fit_combiner(model, dataset, args, work / "cache", resume=True)
+    with stages("evaluate"):
+        evaluation = evaluate_world(
+            model, settings.seed, num_queries=settings.test_queries, cache_dir=work / "embeddings"
+        )
     data = f"built-in world, rules backend, seed {settings.seed}"
-    with replace_folder_atomic(output / "model") as staging:
+    with stages("save model"), replace_folder_atomic(output / "model") as staging:
         model.save_pretrained(
             staging,
             model_card={
@@ -132,9 +156,10 @@ def run_quickstart(
         "training": training,
         "settings": asdict(settings),
         "seconds": round(time.monotonic() - started, 1),
+        "stage_seconds": stages.seconds,
     }
     write_json(output / "results.json", results)
     return results
 
 
-__all__ = ["QuickstartSettings", "run_quickstart", "scot_home", "triplet_dataset"]
+__all__ = ["QuickstartSettings", "StageTimer", "run_quickstart", "scot_home", "triplet_dataset"]

@@ -35,7 +35,8 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     results = run_quickstart(output, settings, device, resolve_dtype(runtime.dtype, device))
     print_report({"methods": results["methods"], "settings": results["settings_by_method"],
                   "recall@1_by_edit_type": results["recall@1_by_edit_type"]})
-    print(f"\nresults: {output / 'results.json'}  ({results['seconds']} s)")
+    stages = ", ".join(f"{name} {seconds} s" for name, seconds in results["stage_seconds"].items())
+    print(f"\nresults: {output / 'results.json'}  ({results['seconds']} s: {stages})")
     print(f"model:   {output / 'model'}")
     print(f"open the demo on it:  scot demo --model {output / 'model'}")
     return 0

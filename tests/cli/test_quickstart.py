@@ -44,6 +44,9 @@ def test_quickstart_writes_results_and_a_loadable_model(quickstart_run, capsys):
         assert set(by_type) == set(queries_per_type)
         weighted = sum(by_type[name] * count for name, count in queries_per_type.items()) / results["test_queries"]
         assert abs(weighted - results["methods"][method]["recall@1"]) < 0.05, method
+    stages = results["stage_seconds"]
+    assert list(stages) == ["triplets", "load model", "train", "evaluate", "save model"]
+    assert all(seconds >= 0 for seconds in stages.values()) and sum(stages.values()) <= results["seconds"] + 0.5
     model = ScotModel.from_pretrained(quickstart_run / "model")
     assert model.processor is not None
     card = ModelCard.load(quickstart_run / "model" / "README.md")

@@ -15,7 +15,7 @@ def add_runtime_options(parser: argparse.ArgumentParser, batch_size: int) -> Non
     """`--device`, `--dtype` and `--batch-size`, for every subcommand that runs a model."""
     parser.add_argument("--device", default="auto", help="torch device: auto (CUDA, then MPS, then CPU), cpu, cuda:0, ...")
     parser.add_argument(
-        "--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"], help="encoder dtype (auto: bf16 on CUDA, fp32 elsewhere)"
+        "--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"], help="encoder dtype (auto: bf16 on CUDA and on CPUs with AVX512-BF16 or AMX, fp32 elsewhere)"
     )
     parser.add_argument("--batch-size", type=int, default=batch_size, help=f"batch size (default {batch_size})")
 

@@ -65,8 +65,9 @@ def scot_home(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(scot_home):
-    """The demo with no settings (the quickstart's model, the world gallery it was tested on), on a free port."""
-    app = create_app(DemoSettings())
+    """The demo with no settings but fp32 weights (the quickstart's model, the world gallery it was tested on; the
+    package computes the expected answers in fp32), on a free port."""
+    app = create_app(DemoSettings(dtype="fp32"))
     url = launch_app(app, "127.0.0.1", free_port(), block=False)
     yield url
     app.close()

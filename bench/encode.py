@@ -9,7 +9,13 @@ path.
 
     python bench/encode.py --model-config clip-b16 --dtype bf16 --attn sdpa --synthetic
     python bench/encode.py --model-config blip2-g --dtype bf16 --attn sdpa --synthetic --batch-size 4
-    python bench/encode.py --model-config world --dtype bf16          # needs the shipped world CLIP
+    python bench/encode.py --model-config clip-b16 --images /tmp/coco-like --make-images 96
+
+With `--images DIR` (and `--make-images N` to write N COCO-like JPEGs there first) it times, in one run, the
+package's path from file to embedding (`embed_gallery`: decode, preprocess, the towers in `--dtype`, chunked
+cache) and transformers' default on the same files (PIL, the model's image processor, fp32 weights), world
+captions through `encode_texts` against the tokenizer and fp32 text tower batch by batch, the machine's bf16 and
+fp32 matmul speed on the model's MLP shapes (the limit: that speed over the GFLOP of one image) and peak memory.
 """
 
 from __future__ import annotations
@@ -25,9 +31,13 @@ import torch
 from transformers import Blip2Config, CLIPConfig, PreTrainedConfig
 from transformers.activations import QuickGELUActivation
 
-from modeling_scot import ScotConfig, ScotModel
+from modeling_scot import ScotConfig, ScotModel, ScotProcessor, world
 from modeling_scot.activations import InferenceQuickGELU, replace_modules
-from modeling_scot.runtime import resolve_device
+from modeling_scot.retrieval.sources import image_files
+from modeling_scot.runtime import resolve_device, resolve_dtype
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from encode_files import make_images, make_texts, measure_files  # noqa: E402
 
 ARCHITECTURES = {
     "clip-l14": dict(
@@ -64,8 +74,6 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 def encoder_config(name: str) -> PreTrainedConfig:
     if name == "world":
-        from modeling_scot import world
-
         config_file = world.clip_path() / "config.json"
         if not config_file.is_file():
             sys.exit(f"--model-config world needs the shipped world CLIP at {config_file.parent}")
@@ -112,41 +120,64 @@ def measure(model: ScotModel, config: PreTrainedConfig, batch_size: int, text_le
     return {"images_per_s": round(images_per_s, 2), "texts_per_s": round(texts_per_s, 2)}
 
 
+def shipped_processor(name: str) -> ScotProcessor | None:
+    """The world CLIP's own processor for `world`; None for the random-weight architectures."""
+    return ScotProcessor.from_pretrained(world.clip_path()) if name == "world" else None
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-config", choices=[*ARCHITECTURES, *BLIP2_ARCHITECTURES, "world"], default="clip-b16")
-    parser.add_argument("--dtype", choices=list(DTYPES), default="bf16")
+    parser.add_argument("--dtype", choices=["auto", *DTYPES], default="auto", help="auto: as the scot commands pick")
     parser.add_argument("--attn", choices=["eager", "sdpa"], default="sdpa")
     parser.add_argument("--compile", action="store_true", help="torch.compile both towers")
-    parser.add_argument("--synthetic", action="store_true", help="random pixels and token ids (no preprocessing)")
+    parser.add_argument("--synthetic", action="store_true", help="the towers alone on random pixels and token ids")
+    parser.add_argument("--images", type=Path, help="a folder of images: time from file to embedding")
+    parser.add_argument("--make-images", type=int, metavar="N", help="first write N COCO-like JPEGs into --images")
+    parser.add_argument("--texts", type=int, default=2048, help="world captions to embed (files mode)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--text-batch-size", type=int, default=256)
+    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers of the package's path")
     parser.add_argument("--text-length", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=5.0, help="minimum timed seconds per measurement")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--output", type=Path, help="also write the JSON here")
     args = parser.parse_args(argv)
-    if not args.synthetic and args.model_config != "world":
-        parser.error("only the world CLIP ships a tokenizer and processor here: add --synthetic for other configs")
+    if args.synthetic == (args.images is not None):
+        parser.error("give either --synthetic (towers on random inputs) or --images DIR (from files)")
 
     device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
     config = encoder_config(args.model_config)
-    ours = measure(build(config, DTYPES[args.dtype], args.attn, device), config, args.batch_size, args.text_length, args.compile, args)
-    default = measure(build(config, torch.float32, None, device, default=True), config, args.batch_size, args.text_length, False, args)
     result = {
         "model_config": args.model_config,
         "device": str(device),
         "cpu": platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
-        "dtype": args.dtype,
-        "attn": args.attn,
-        "compile": args.compile,
+        "dtype": str(dtype).removeprefix("torch."),
         "batch_size": args.batch_size,
-        **ours,
-        "default": default,
-        "images_speedup": round(ours["images_per_s"] / default["images_per_s"], 3),
-        "texts_speedup": round(ours["texts_per_s"] / default["texts_per_s"], 3),
     }
+    if args.synthetic:
+        ours = measure(build(config, dtype, args.attn, device), config, args.batch_size, args.text_length, args.compile, args)
+        default = measure(build(config, torch.float32, None, device, default=True), config, args.batch_size, args.text_length, False, args)
+        result |= {
+            "attn": args.attn,
+            "compile": args.compile,
+            **ours,
+            "default": default,
+            "images_speedup": round(ours["images_per_s"] / default["images_per_s"], 3),
+            "texts_speedup": round(ours["texts_per_s"] / default["texts_per_s"], 3),
+        }
+    else:
+        if device.type != "cpu":
+            parser.error("--images measures on the CPU only (the GPU path: --synthetic)")
+        if args.make_images:
+            make_images(args.images, args.make_images)
+        paths = image_files([args.images])
+        texts = make_texts(args.texts)
+        result |= {"num_workers": args.num_workers, **measure_files(config, shipped_processor(args.model_config),
+                                                                     paths, texts, dtype, args)}
     text = json.dumps(result)
     print(text)
     if args.output:

@@ -13,6 +13,8 @@ import torch
 from PIL import Image, ImageOps
 from transformers import BatchFeature, ProcessorMixin
 
+from .image_batches import BatchedImagePreprocessor
+
 ImageInput = Image.Image | np.ndarray | torch.Tensor | str | os.PathLike | BinaryIO
 
 TEXT_PADDING_CHOICES = ("longest", "max_length")
@@ -346,7 +348,10 @@ def _as_text_list(text: str | list[str] | tuple[str, ...]) -> list[str]:
 class ScotProcessor(ProcessorMixin):
     """Prepares reference/gallery images and modification texts for SCOT models.
 
-    Text is always truncated to the tokenizer's `model_max_length` (with a warning when that cuts a text) and
+    Images of the common image processors (CLIP, BLIP, SigLIP) are resized as the image processor resizes them and
+    then cropped and normalised as one batch (`BatchedImagePreprocessor`: the same pixels, faster); others, and calls
+    with image-processor arguments, go through the image processor. Text is always truncated to the tokenizer's
+    `model_max_length` (with a warning when that cuts a text) and
     padded with `text_padding` ("longest", or "max_length" for SigLIP-style text towers); `text_padding` is saved
     in processor_config.json. Empty and blank texts are allowed and encode as the empty text (for a modification
     text: no change asked for); control characters count as spaces; text that is not valid Unicode (lone
@@ -401,5 +406,9 @@ class ScotProcessor(ProcessorMixin):
             )
             self._warn_if_truncated(texts, features["attention_mask"])
         if images is not None:
-            features.update(self.image_processor(_as_image_list(images), return_tensors=return_tensors, **kwargs))
+            loaded = _as_image_list(images)
+            if not kwargs and return_tensors == "pt" and BatchedImagePreprocessor.supports(self.image_processor):
+                features["pixel_values"] = BatchedImagePreprocessor(self.image_processor).pixel_values(loaded)
+            else:
+                features.update(self.image_processor(loaded, return_tensors=return_tensors, **kwargs))
         return BatchFeature(features, tensor_type=return_tensors)

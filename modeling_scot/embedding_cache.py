@@ -2,7 +2,8 @@
 
 The Combiner then trains on cached embeddings: the frozen encoder never runs twice on the same
 input. The cache is keyed by the encoder weights, the processor settings and the data, written in
-chunks (safetensors, temp file + rename) so an interrupted run resumes where it stopped.
+chunks (safetensors, temp file + rename) so an interrupted run resumes where it stopped; finished, each table is
+one `.npy` file that training memory-maps (a cache larger than memory trains, reading the rows it gathers).
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from datasets import Dataset
 from safetensors.torch import load_file, save_file
@@ -64,6 +67,43 @@ def _index(values: Sequence[str], table: dict[str, int]) -> list[int]:
     return [table.setdefault(value, len(table)) for value in values]
 
 
+def _chunk_files(
+    folder: Path,
+    prefix: str,
+    count: int,
+    chunk_size: int,
+    encode: Callable[[range], torch.Tensor],
+    progress: bool,
+) -> Iterator[tuple[Path, torch.Tensor | None]]:
+    """Each chunk file of items 0..count-1, encoding (and writing, temp file + rename) the ones not on disk yet;
+    with the chunk's embeddings when they were just encoded, else None (the caller reads the file)."""
+    bar = tqdm(total=count, desc=f"embedding {prefix}", unit=prefix[:-1], disable=not progress)
+    for number, start in enumerate(range(0, count, chunk_size)):
+        path = folder / f"{prefix}-{number:05d}.safetensors"
+        rows = range(start, min(start + chunk_size, count))
+        embeds = None
+        if not path.is_file():
+            embeds = encode(rows)
+            folder.mkdir(parents=True, exist_ok=True)  # another process sharing the cache may have finished and removed it
+            tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
+            save_file({"embeds": embeds.contiguous()}, str(tmp))
+            os.replace(tmp, path)
+        yield path, embeds
+        bar.update(len(rows))
+    bar.close()
+
+
+def _read_chunk(path: Path, rows: int) -> torch.Tensor:
+    embeds = load_file(path)["embeds"]
+    if embeds.shape[0] != rows:
+        raise ValueError(f"cache chunk {path} holds {embeds.shape[0]} rows, expected {rows}")
+    return embeds
+
+
+def _rows_of(number: int, count: int, chunk_size: int) -> int:
+    return min(chunk_size, count - number * chunk_size)
+
+
 def chunked_encode(
     folder: Path,
     prefix: str,
@@ -72,26 +112,54 @@ def chunked_encode(
     encode: Callable[[range], torch.Tensor],
     progress: bool,
 ) -> torch.Tensor:
-    """Encode items 0..count-1 chunk by chunk, reusing chunks already on disk."""
-    chunks = []
-    bar = tqdm(total=count, desc=f"embedding {prefix}", unit=prefix[:-1], disable=not progress)
-    for number, start in enumerate(range(0, count, chunk_size)):
-        path = folder / f"{prefix}-{number:05d}.safetensors"
-        rows = range(start, min(start + chunk_size, count))
-        if path.is_file():
-            embeds = load_file(path)["embeds"]
-            if embeds.shape[0] != len(rows):
-                raise ValueError(f"cache chunk {path} holds {embeds.shape[0]} rows, expected {len(rows)}")
-        else:
-            embeds = encode(rows)
-            folder.mkdir(parents=True, exist_ok=True)  # another process sharing the cache may have finished and removed it
-            tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
-            save_file({"embeds": embeds.contiguous()}, str(tmp))
-            os.replace(tmp, path)
-        chunks.append(embeds)
-        bar.update(len(rows))
-    bar.close()
+    """Encode items 0..count-1 chunk by chunk, reusing chunks already on disk; all of them in memory."""
+    chunks = [
+        embeds if embeds is not None else _read_chunk(path, _rows_of(number, count, chunk_size))
+        for number, (path, embeds) in enumerate(_chunk_files(folder, prefix, count, chunk_size, encode, progress))
+    ]
     return torch.cat(chunks) if chunks else torch.empty(0, 0)
+
+
+def memory_mapped_encode(
+    folder: Path,
+    prefix: str,
+    count: int,
+    chunk_size: int,
+    encode: Callable[[range], torch.Tensor],
+    progress: bool,
+) -> torch.Tensor:
+    """As `chunked_encode`, but the finished chunks are merged once into `prefix.npy` (written through a temporary
+    file, one chunk in memory at a time) and the result is memory-mapped from it: rows are read from disk as a
+    batch gathers them, so a cache larger than memory trains."""
+    merged = folder / f"{prefix}.npy"
+    if not merged.is_file():
+        paths = [path for path, _ in _chunk_files(folder, prefix, count, chunk_size, encode, progress)]
+        if not paths:
+            return torch.empty(0, 0)
+        tmp = merged.with_name(f"{prefix}.{os.getpid()}.tmp.npy")
+        table = None
+        for number, path in enumerate(paths):  # every chunk is on disk: merge them one at a time
+            embeds = _read_chunk(path, _rows_of(number, count, chunk_size))
+            if table is None:
+                table = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(count, *embeds.shape[1:]))
+            table[number * chunk_size : number * chunk_size + len(embeds)] = embeds.float().numpy()
+        table.flush()
+        del table
+        os.replace(tmp, merged)
+    for path in folder.glob(f"{prefix}-*.safetensors"):  # merged: the chunks are no longer needed
+        path.unlink(missing_ok=True)
+    try:
+        table = np.lib.format.open_memmap(merged, mode="r")  # a plain float array: never an object (pickled) one
+    except (ValueError, OSError) as err:
+        raise ValueError(f"cache file {merged} cannot be read ({err}): delete it to rebuild") from None
+    if table.ndim != 2 or table.dtype != np.float32 or table.shape[0] != count:
+        raise ValueError(
+            f"cache file {merged} holds a {table.dtype} table of shape {table.shape}, expected {count} float32 rows: "
+            "delete it to rebuild"
+        )
+    with warnings.catch_warnings():  # the table is read only: training only gathers rows from it
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(table)
 
 
 def build_embedding_cache(
@@ -165,9 +233,15 @@ def build_embedding_cache(
             autocast_dtype=autocast_dtype, progress=False,
         )
 
-    image_embeds = chunked_encode(folder, "images", len(image_rows), chunk_size, encode_image_rows, progress)
-    text_embeds = chunked_encode(folder, "texts", len(texts), chunk_size, encode_text_rows, progress)
+    image_embeds = memory_mapped_encode(folder, "images", len(image_rows), chunk_size, encode_image_rows, progress)
+    text_embeds = memory_mapped_encode(folder, "texts", len(texts), chunk_size, encode_text_rows, progress)
     return EmbeddingCache(image_embeds, text_embeds, folder), Dataset.from_dict(columns)
 
 
-__all__ = ["EmbeddingCache", "build_embedding_cache", "chunked_encode", "encoder_fingerprint"]
+__all__ = [
+    "EmbeddingCache",
+    "build_embedding_cache",
+    "chunked_encode",
+    "encoder_fingerprint",
+    "memory_mapped_encode",
+]

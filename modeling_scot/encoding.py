@@ -1,23 +1,32 @@
-"""Batched embedding of images and texts with a SCOT model's frozen encoder."""
+"""Batched embedding of images and texts with a SCOT model's frozen encoder: the one image path of the package
+(training cache, `scot eval`, `scot index`, `scot embed`, the demo). Images are decoded and preprocessed by a
+DataLoader (`num_workers` processes ahead of the model) and embedded batch by batch under `inference_mode`."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
 from tqdm.auto import tqdm
 
 from .modeling_scot import ScotModel
-from .processing_scot import ScotProcessor
+from .processing_scot import ScotProcessor, load_image
 
 IMAGE_INPUT_NAMES = ("pixel_values", "pixel_attention_mask", "spatial_shapes")
 
 
-def _batches(items: Sequence, batch_size: int) -> Iterator[Sequence]:
+def _starts(count: int, batch_size: int) -> range:
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    for start in range(0, len(items), batch_size):
+    return range(0, count, batch_size)
+
+
+def _batches(items: Sequence, batch_size: int) -> Iterator[Sequence]:
+    for start in _starts(len(items), batch_size):
         yield items[start : start + batch_size]
 
 
@@ -36,6 +45,68 @@ def resolve_processor(model: ScotModel, processor: ScotProcessor | None) -> Scot
     return processor
 
 
+class DecodedImages(TorchDataset):
+    """(index, RGB image or None, error or None) for image `index` of `load` (runs in DataLoader workers): a
+    missing or undecodable image is returned as its error, not raised, so that the caller decides (skip or fail)."""
+
+    def __init__(self, load: Callable[[int], object], count: int):
+        self.load, self.count = load, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> tuple[int, object, Exception | None]:
+        try:
+            return index, self.load(index), None
+        except (OSError, ValueError, Image.DecompressionBombError) as err:
+            return index, None, err
+
+
+class PreprocessBatch:
+    """DataLoader collate function: the processor on a batch's decoded images -> (decoded mask, model image
+    inputs, errors of the images that could not be read)."""
+
+    def __init__(self, processor: ScotProcessor):
+        self.processor = processor
+
+    def __call__(self, items: list[tuple[int, object, Exception | None]]) -> tuple[torch.Tensor, dict, list[Exception]]:
+        images = [image for _, image, _ in items if image is not None]
+        decoded = torch.tensor([image is not None for _, image, _ in items])
+        inputs = self.processor(images=images, return_tensors="pt") if images else {}
+        errors = [error for _, _, error in items if error is not None]
+        return decoded, {k: v for k, v in inputs.items() if k in IMAGE_INPUT_NAMES}, errors
+
+
+def image_loader(
+    load: Callable[[int], object],
+    batches: Sequence[Sequence[int]],
+    processor: ScotProcessor,
+    num_workers: int = 0,
+) -> DataLoader:
+    """Decoded and preprocessed `batches` (lists of indices into `load`), `num_workers` processes ahead of the
+    model; pinned memory when CUDA is there, for non-blocking copies."""
+    count = 1 + max((index for batch in batches for index in batch), default=-1)
+    return DataLoader(
+        DecodedImages(load, count),
+        batch_sampler=batches,
+        collate_fn=PreprocessBatch(processor),
+        num_workers=num_workers,
+        pin_memory=torch.cuda.is_available(),
+    )
+
+
+@torch.inference_mode()
+def embed_image_inputs(
+    model: ScotModel, inputs: dict, autocast_dtype: torch.dtype | None = None, vectors: bool = False
+) -> torch.Tensor:
+    """float32 CPU embeddings of one preprocessed batch: (B, D) pooled, or with `vectors` (B, K, D)."""
+    device = model.device
+    moved = {name: value.to(device, non_blocking=True) for name, value in inputs.items()}
+    embed = model.get_image_vectors if vectors else model.get_image_features
+    with autocast_context(device, autocast_dtype):
+        return embed(**moved).float().cpu()
+
+
 @torch.inference_mode()
 def encode_images(
     model: ScotModel,
@@ -44,23 +115,34 @@ def encode_images(
     *,
     batch_size: int = 64,
     autocast_dtype: torch.dtype | None = None,
+    num_workers: int = 0,
     progress: bool | str = True,
 ) -> torch.Tensor:
-    """Embed images (PIL images, arrays or paths) in batches; returns (N, D) float32 on CPU."""
+    """Embed images (PIL images, arrays or paths) in batches; returns (N, D) float32 on CPU. An image that cannot be
+    read raises its error (FileNotFoundError, or a ValueError naming it)."""
     processor = resolve_processor(model, processor)
-    device = model.device
+    batches = [range(start, min(start + batch_size, len(images))) for start in _starts(len(images), batch_size)]
     chunks = []
     desc = progress if isinstance(progress, str) else "embedding images"
     with tqdm(total=len(images), desc=desc, unit="img", disable=not progress) as bar:
-        for batch in _batches(images, batch_size):
-            inputs = processor(images=list(batch), return_tensors="pt")
-            image_inputs = {k: v.to(device) for k, v in inputs.items() if k in IMAGE_INPUT_NAMES}
-            with autocast_context(device, autocast_dtype):
-                chunks.append(model.get_image_features(**image_inputs).float().cpu())
-            bar.update(len(batch))
+        for _, inputs, errors in image_loader(_ImageLoader(images), batches, processor, num_workers):
+            if errors:
+                raise errors[0]
+            chunks.append(embed_image_inputs(model, inputs, autocast_dtype))
+            bar.update(len(chunks[-1]))
     if chunks:
         return torch.cat(chunks)
     return torch.empty(0, model.config.embed_dim)
+
+
+class _ImageLoader:
+    """`images[index]` loaded as an RGB image, named by its position."""
+
+    def __init__(self, images: Sequence):
+        self.images = images
+
+    def __call__(self, index: int) -> Image.Image:
+        return load_image(self.images[index], f"images[{index}]")
 
 
 @torch.inference_mode()
@@ -90,4 +172,13 @@ def encode_texts(
     return embeds
 
 
-__all__ = ["autocast_context", "encode_images", "encode_texts", "resolve_processor"]
+__all__ = [
+    "DecodedImages",
+    "PreprocessBatch",
+    "autocast_context",
+    "embed_image_inputs",
+    "encode_images",
+    "encode_texts",
+    "image_loader",
+    "resolve_processor",
+]

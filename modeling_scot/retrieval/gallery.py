@@ -20,12 +20,10 @@ import shutil
 from pathlib import Path
 
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader
-from torch.utils.data import Dataset as TorchDataset
 
 from ..embedding_cache import chunked_encode, encoder_fingerprint
-from ..encoding import IMAGE_INPUT_NAMES, autocast_context, resolve_processor
+from ..encoding import embed_image_inputs, image_loader, resolve_processor
 from ..modeling_scot import ScotModel
 from ..processing_scot import ScotProcessor
 from .sources import GallerySource
@@ -35,36 +33,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_SIZE = 1024
 CHUNKS_FOLDER = "chunks"
-
-
-class _DecodedImages(TorchDataset):
-    """(index, RGB image or None, error message or None) for each image of a source."""
-
-    def __init__(self, source: GallerySource):
-        self.source = source
-
-    def __len__(self) -> int:
-        return len(self.source.ids)
-
-    def __getitem__(self, index: int) -> tuple[int, object, str | None]:
-        try:
-            return index, self.source.image(index), None
-        except (OSError, ValueError, Image.DecompressionBombError) as err:
-            return index, None, str(err)
-
-
-class _Preprocess:
-    """DataLoader collate function: runs the processor on the decoded images of a batch."""
-
-    def __init__(self, processor: ScotProcessor):
-        self.processor = processor
-
-    def __call__(self, items: list[tuple[int, object, str | None]]) -> tuple[torch.Tensor, dict, list[str]]:
-        images = [image for _, image, _ in items if image is not None]
-        decoded = torch.tensor([image is not None for _, image, _ in items])
-        inputs = self.processor(images=images, return_tensors="pt") if images else {}
-        errors = [error for _, _, error in items if error is not None]
-        return decoded, {k: v for k, v in inputs.items() if k in IMAGE_INPUT_NAMES}, errors
 
 
 class _EmbeddingStream:
@@ -99,28 +67,18 @@ class _EmbeddingStream:
             for chunk_start in range(start, count, self.chunk_size)
             for first in range(chunk_start, min(chunk_start + self.chunk_size, count), self.batch_size)
         ]
-        return DataLoader(
-            _DecodedImages(self.source),
-            batch_sampler=batches,
-            collate_fn=_Preprocess(self.processor),
-            num_workers=self.num_workers,
-        )
+        return image_loader(self.source.image, batches, self.processor, self.num_workers)
 
-    @torch.inference_mode()
-    def _embed(self, decoded: torch.Tensor, inputs: dict, errors: list[str]) -> torch.Tensor:
+    def _embed(self, decoded: torch.Tensor, inputs: dict, errors: list[Exception]) -> torch.Tensor:
         if errors and not self.skip_broken:
             raise ValueError(
-                f"{len(errors)} gallery image(s) cannot be decoded: {'; '.join(errors[:SHOWN])}"
+                f"{len(errors)} gallery image(s) cannot be decoded: {'; '.join(map(str, errors[:SHOWN]))}"
                 " (embed_gallery(skip_broken=True) and scot index --skip-broken leave such images out)"
             )
         adapter, dim = self.model.encoder_adapter, self.model.config.embed_dim
         embeds = torch.zeros(len(decoded), *((adapter.vectors_per_image, dim) if adapter.multi_vector else (dim,)))
         if inputs:
-            device = self.model.device
-            embed = self.model.get_image_vectors if adapter.multi_vector else self.model.get_image_features
-            with autocast_context(device, self.autocast_dtype):
-                features = embed(**{k: v.to(device) for k, v in inputs.items()})
-            embeds[decoded] = features.float().cpu()
+            embeds[decoded] = embed_image_inputs(self.model, inputs, self.autocast_dtype, adapter.multi_vector)
         return embeds
 
     def __call__(self, rows: range) -> torch.Tensor:

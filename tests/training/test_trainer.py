@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -29,22 +30,38 @@ def test_cache_embeds_each_distinct_image_and_text_once(cached, triplet_dataset)
 
 
 def test_cache_is_reused_and_resumes_after_interruption(scot_model, triplet_dataset, tmp_path, monkeypatch):
-    folder = tmp_path / "cache"
-    first, _ = build_embedding_cache(scot_model, triplet_dataset, folder, chunk_size=3, progress=False)
-    chunks = sorted(first.folder.glob("*.safetensors"))
-    assert [c.name.split("-")[0] for c in chunks] == ["images"] * 2 + ["texts"] * 3  # 4 images, 8 texts
-    chunks[-1].unlink()  # as if the run had been killed before its last chunk
-
     import modeling_scot.embedding_cache as embedding_cache
 
-    calls = []
-    real_encode_texts = embedding_cache.encode_texts
-    monkeypatch.setattr(embedding_cache, "encode_texts", lambda *a, **k: calls.append(1) or real_encode_texts(*a, **k))
+    folder, real_encode_texts = tmp_path / "cache", embedding_cache.encode_texts
+    text_calls = []
+
+    def killed_at_the_third_text_chunk(*args, **kwargs):
+        text_calls.append(1)
+        if len(text_calls) == 3:
+            raise KeyboardInterrupt  # as if the run had been killed while embedding its last chunk
+        return real_encode_texts(*args, **kwargs)
+
+    monkeypatch.setattr(embedding_cache, "encode_texts", killed_at_the_third_text_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        build_embedding_cache(scot_model, triplet_dataset, folder, chunk_size=3, progress=False)
+    (cache_folder,) = folder.iterdir()
+    assert sorted(path.name for path in cache_folder.iterdir()) == [
+        "images.npy", "texts-00000.safetensors", "texts-00001.safetensors"  # 4 images merged; 2 of 3 text chunks
+    ]
+
     monkeypatch.setattr(embedding_cache, "encode_images", lambda *a, **k: pytest.fail("images were re-encoded"))
     second, _ = build_embedding_cache(scot_model, triplet_dataset, folder, chunk_size=3, progress=False)
-    assert calls == [1]
-    assert torch.equal(first.text_embeds, second.text_embeds) and torch.equal(first.image_embeds, second.image_embeds)
-    assert not list(first.folder.glob("*.tmp"))
+    assert len(text_calls) == 4  # only the missing chunk
+    assert sorted(path.name for path in cache_folder.iterdir()) == ["images.npy", "texts.npy"]
+    monkeypatch.setattr(embedding_cache, "encode_texts", lambda *a, **k: pytest.fail("texts were re-encoded"))
+    third, _ = build_embedding_cache(scot_model, triplet_dataset, folder, chunk_size=3, progress=False)
+    assert torch.equal(second.text_embeds, third.text_embeds) and torch.equal(second.image_embeds, third.image_embeds)
+
+    monkeypatch.undo()
+    fresh, _ = build_embedding_cache(scot_model, triplet_dataset, tmp_path / "fresh", chunk_size=3, progress=False)
+    assert torch.equal(fresh.text_embeds, third.text_embeds) and torch.equal(fresh.image_embeds, third.image_embeds)
+    memory_mapped = np.lib.format.open_memmap(cache_folder / "texts.npy", mode="r")
+    assert torch.equal(torch.from_numpy(np.asarray(memory_mapped)), third.text_embeds)
 
 
 def test_cache_key_changes_with_the_encoder(scot_model, tiny_clip_config, triplet_dataset, tmp_path):
@@ -167,3 +184,14 @@ def test_trainer_rejects_batches_without_targets(scot_model, cached, tmp_path):
     trainer = ScotTrainer(model=scot_model, args=_args(tmp_path), train_dataset=index, data_collator=collator)
     with pytest.raises(ValueError, match="targets"):
         trainer.compute_loss(scot_model, batch)
+
+
+def test_a_damaged_cache_table_is_named(scot_model, triplet_dataset, tmp_path):
+    cache, _ = build_embedding_cache(scot_model, triplet_dataset, tmp_path, progress=False)
+    table = cache.folder / "texts.npy"
+    table.write_bytes(table.read_bytes()[:200])  # cut short
+    with pytest.raises(ValueError, match=r"cache file .*texts\.npy cannot be read .* delete it to rebuild"):
+        build_embedding_cache(scot_model, triplet_dataset, tmp_path, progress=False)
+    np.save(table, np.zeros((2, 3), dtype=np.float64))
+    with pytest.raises(ValueError, match=r"texts\.npy holds a float64 table of shape \(2, 3\), expected \d+ float32"):
+        build_embedding_cache(scot_model, triplet_dataset, tmp_path, progress=False)

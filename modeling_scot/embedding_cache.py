@@ -74,11 +74,17 @@ def _chunk_files(
     chunk_size: int,
     encode: Callable[[range], torch.Tensor],
     progress: bool,
+    shard: tuple[int, int] = (0, 1),
 ) -> Iterator[tuple[Path, torch.Tensor | None]]:
     """Each chunk file of items 0..count-1, encoding (and writing, temp file + rename) the ones not on disk yet;
-    with the chunk's embeddings when they were just encoded, else None (the caller reads the file)."""
-    bar = tqdm(total=count, desc=f"embedding {prefix}", unit=prefix[:-1], disable=not progress)
-    for number, start in enumerate(range(0, count, chunk_size)):
+    with the chunk's embeddings when they were just encoded, else None (the caller reads the file). With `shard`
+    (index, count), only every count-th chunk from the index-th: one process's share of a distributed run."""
+    index, shards = shard
+    numbers = range(index, -(-count // chunk_size), shards)
+    mine = sum(min(chunk_size, count - number * chunk_size) for number in numbers)
+    bar = tqdm(total=mine, desc=f"embedding {prefix}", unit=prefix[:-1], disable=not progress)
+    for number in numbers:
+        start = number * chunk_size
         path = folder / f"{prefix}-{number:05d}.safetensors"
         rows = range(start, min(start + chunk_size, count))
         embeds = None
@@ -102,6 +108,20 @@ def _read_chunk(path: Path, rows: int) -> torch.Tensor:
 
 def _rows_of(number: int, count: int, chunk_size: int) -> int:
     return min(chunk_size, count - number * chunk_size)
+
+
+def encode_chunks(
+    folder: Path,
+    prefix: str,
+    count: int,
+    chunk_size: int,
+    encode: Callable[[range], torch.Tensor],
+    progress: bool,
+    shard: tuple[int, int] = (0, 1),
+) -> None:
+    """Make sure the chunk files of `shard` (this process's share, see `_chunk_files`) are on disk."""
+    for _ in _chunk_files(folder, prefix, count, chunk_size, encode, progress, shard):
+        pass
 
 
 def chunked_encode(
@@ -242,6 +262,7 @@ __all__ = [
     "EmbeddingCache",
     "build_embedding_cache",
     "chunked_encode",
+    "encode_chunks",
     "encoder_fingerprint",
     "memory_mapped_encode",
 ]

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from accelerate import PartialState
 
 from .methods.tat_model import with_tuned_image_tower
 from .modeling_scot import ScotModel
@@ -15,8 +16,12 @@ DTYPES = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": t
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """`auto` picks CUDA, then Apple MPS, then CPU; other names are checked for availability."""
+    """`auto` picks CUDA, then Apple MPS, then CPU (under `accelerate launch` with several processes: this process's
+    device); other names are checked for availability."""
     if name == "auto":
+        state = PartialState()
+        if state.num_processes > 1:
+            return state.device
         if torch.cuda.is_available():
             return torch.device("cuda")
         if torch.backends.mps.is_available():

@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 from pathlib import Path
 
+from accelerate import PartialState
 from safetensors.torch import save_file
 
-from ..encoding import encode_images, encode_texts
+from ..encoding import encode_texts
+from ..retrieval import ImageFiles, embed_gallery
+from ..retrieval.gallery import DEFAULT_CHUNK_SIZE
 from ..retrieval.sources import image_files
 from ..runtime import load_model
 from .common import add_runtime_options
@@ -23,12 +27,23 @@ def _write_embeddings(path: Path, embeds, ids: list[str]) -> None:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    """Embed images or texts with a SCOT model's frozen encoder into a safetensors file."""
+    """Embed images or texts with a SCOT model's frozen encoder into a safetensors file. Images go through the
+    gallery path: resumable chunks beside the output, and under `accelerate launch` each process embeds its share
+    (the main process writes the file)."""
+    state = PartialState()
     if args.images:
         files = image_files(args.images)
         model = load_model(args.model, args.device, args.dtype)
-        embeds = encode_images(model, [str(f) for f in files], batch_size=args.batch_size)
-        ids = [str(f) for f in files]
+        cache = Path(args.output).with_name(Path(args.output).name + ".chunks")
+        gallery = embed_gallery(
+            model, ImageFiles(files), cache, batch_size=args.batch_size, num_workers=args.num_workers,
+            chunk_size=args.chunk_size,
+        )  # fmt: skip
+        embeds, ids = gallery.embeddings, gallery.ids
+        if state.is_main_process:
+            shutil.rmtree(cache, ignore_errors=True)
+    elif not state.is_main_process:
+        return 0
     else:
         texts_path = Path(args.texts)
         if not texts_path.is_file():
@@ -39,8 +54,9 @@ def cmd_embed(args: argparse.Namespace) -> int:
             raise ValueError(f"--texts file {args.texts!r} is not UTF-8 text: byte {err.start} cannot be decoded") from None
         model = load_model(args.model, args.device, args.dtype)
         embeds = encode_texts(model, ids, batch_size=args.batch_size)
-    _write_embeddings(Path(args.output), embeds, ids)
-    print(f"wrote {embeds.shape[0]} x {embeds.shape[1]} embeddings to {args.output}")
+    if state.is_main_process:
+        _write_embeddings(Path(args.output), embeds, ids)
+        print(f"wrote {' x '.join(map(str, embeds.shape))} embeddings to {args.output}")
     return 0
 
 
@@ -51,8 +67,17 @@ def add_embed_parser(commands: argparse._SubParsersAction) -> None:
     source = embed.add_mutually_exclusive_group(required=True)
     source.add_argument("--images", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
     source.add_argument("--texts", metavar="FILE", help="a text file, one text per line")
-    embed.add_argument("--output", required=True, help="output .safetensors file (tensor 'embeds', metadata 'ids')")
+    embed.add_argument(
+        "--output", required=True,
+        help="output .safetensors file: tensor 'embeds' (N, D; images of a multi-vector encoder such as BLIP-2: "
+             "N, K, D), metadata 'ids'",
+    )  # fmt: skip
     add_runtime_options(embed, batch_size=64)
+    embed.add_argument("--num-workers", type=int, default=2, help="processes decoding images while the model runs")
+    embed.add_argument(
+        "--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE,
+        help="images per resumable chunk file (the unit each process of an `accelerate launch` run embeds)",
+    )  # fmt: skip
     embed.set_defaults(handler=cmd_embed)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from ..evaluation.world import MAX_QUERIES, check_num_queries
 from ..methods import METHOD_NAMES, build_method
 from ..retrieval.faiss_backend import import_faiss
+from ..retrieval.gallery import DEFAULT_CHUNK_SIZE
 from ..retrieval.index import KINDS, GalleryIndex, resolve_kind
 from ..retrieval.indexing import check_encoder, load_model_and_fingerprint, write_index
 from ..retrieval.query import compose_query, search_query
@@ -38,9 +39,12 @@ def cmd_index(args: argparse.Namespace) -> int:
         kind,
         batch_size=args.batch_size,
         num_workers=args.num_workers,
+        chunk_size=args.chunk_size,
         skip_broken=args.skip_broken,
     )
     seconds = time.perf_counter() - start
+    if index is None:  # another process of an `accelerate launch` run: the main one saved the index
+        return 0
     shape = f"{index.vectors} x {index.dim}-d" if index.vectors > 1 else f"{index.dim}-d"
     print(f"indexed {len(index)} images ({index.kind}, {shape} embeddings) into {output} in {seconds:.1f} s")
     if skipped:
@@ -71,6 +75,10 @@ def add_index_parser(subparsers: argparse._SubParsersAction) -> None:
         help="exact (torch), or with faiss: flat (exact), ivf, hnsw, ivfpq; auto: exact, or ivf for large galleries",
     )
     parser.add_argument("--num-workers", type=int, default=2, help="processes decoding images while the model runs")
+    parser.add_argument(
+        "--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE,
+        help="images per resumable chunk file (the unit each process of an `accelerate launch` run embeds)",
+    )  # fmt: skip
     parser.add_argument(
         "--skip-broken", action="store_true", help="leave out images that cannot be decoded (default: fail)"
     )

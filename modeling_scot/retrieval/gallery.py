@@ -8,6 +8,11 @@ first unfinished chunk. A finished gallery is saved as `cache_dir/<key>/gallery.
 and loaded from there on the next call. An image that cannot be decoded is stored as a zero row in its
 chunk and left out of the finished gallery (listed in its `skipped`). A multi-vector encoder (BLIP-2) stores
 all K vectors of each image, (N, K, D).
+
+Under `accelerate launch` (several processes, on one machine or several sharing the cache folder) each process
+embeds every n-th chunk into the shared chunks folder; once all are written the main process merges them into the
+gallery, and every process loads it. An interrupted run resumes from the chunks on disk, whatever the number of
+processes.
 """
 
 from __future__ import annotations
@@ -20,9 +25,10 @@ import shutil
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
 from torch.utils.data import DataLoader
 
-from ..embedding_cache import chunked_encode, encoder_fingerprint
+from ..embedding_cache import chunked_encode, encode_chunks, encoder_fingerprint
 from ..encoding import embed_image_inputs, image_loader, resolve_processor
 from ..modeling_scot import ScotModel
 from ..processing_scot import ScotProcessor
@@ -102,6 +108,17 @@ def _cache_key(
     return digest.hexdigest()
 
 
+def _merge_chunks(chunks: Path, ids: list[str], chunk_size: int, stream: _EmbeddingStream, fingerprint: str) -> Gallery:
+    """The gallery of the chunk files (all on disk), without the images that could not be decoded (zero rows)."""
+    embeds = chunked_encode(chunks, "images", len(ids), chunk_size, stream, progress=False)
+    decoded = embeds.flatten(1).norm(dim=1) > 0
+    skipped = [item for item, ok in zip(ids, decoded.tolist()) if not ok]
+    if len(skipped) == len(ids):
+        raise ValueError(f"none of the {len(ids)} gallery images could be decoded: {listed(skipped)}")
+    kept = [item for item, ok in zip(ids, decoded.tolist()) if ok]
+    return Gallery(kept, embeds[decoded], fingerprint, skipped)
+
+
 def embed_gallery(
     model: ScotModel,
     source: GallerySource,
@@ -131,9 +148,8 @@ def embed_gallery(
     content_key = source.content_key()
     fingerprint = encoder_fingerprint(model)
     folder = Path(cache_dir) / _cache_key(fingerprint, processor, content_key, ids, autocast_dtype)
-    if (folder / MANIFEST_FILE).is_file():
-        gallery = Gallery.load(folder)
-    else:
+    if not (folder / MANIFEST_FILE).is_file():
+        state = PartialState()
         chunks = folder / CHUNKS_FOLDER
         chunks.mkdir(parents=True, exist_ok=True)
         stream = _EmbeddingStream(
@@ -146,15 +162,14 @@ def embed_gallery(
             autocast_dtype=autocast_dtype,
             skip_broken=skip_broken,
         )
-        embeds = chunked_encode(chunks, "images", len(ids), chunk_size, stream, progress)
-        decoded = embeds.flatten(1).norm(dim=1) > 0
-        skipped = [item for item, ok in zip(ids, decoded.tolist()) if not ok]
-        if len(skipped) == len(ids):
-            raise ValueError(f"none of the {len(ids)} gallery images could be decoded: {listed(skipped)}")
-        kept = [item for item, ok in zip(ids, decoded.tolist()) if ok]
-        gallery = Gallery(kept, embeds[decoded], fingerprint, skipped)
-        gallery.save(folder)
-        shutil.rmtree(chunks, ignore_errors=True)
+        shard = (state.process_index, state.num_processes)
+        encode_chunks(chunks, "images", len(ids), chunk_size, stream, progress and state.is_main_process, shard)
+        state.wait_for_everyone()
+        if state.is_main_process:
+            _merge_chunks(chunks, ids, chunk_size, stream, fingerprint).save(folder)
+            shutil.rmtree(chunks, ignore_errors=True)
+        state.wait_for_everyone()
+    gallery = Gallery.load(folder)
     if gallery.skipped and not skip_broken:
         raise ValueError(
             f"{len(gallery.skipped)} gallery image(s) could not be decoded in an earlier run with skip_broken=True: "

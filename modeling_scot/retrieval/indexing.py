@@ -6,10 +6,12 @@ import logging
 import shutil
 from pathlib import Path
 
+from accelerate import PartialState
+
 from ..embedding_cache import encoder_fingerprint
 from ..modeling_scot import ScotModel
 from ..runtime import load_model, resolve_device, resolve_dtype
-from .gallery import embed_gallery
+from .gallery import DEFAULT_CHUNK_SIZE, embed_gallery
 from .index import GalleryIndex
 from .sources import ImageFiles, WorldGallery
 
@@ -40,18 +42,26 @@ def write_index(
     *,
     batch_size: int = 64,
     num_workers: int = 0,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
     skip_broken: bool = False,
-) -> tuple[GalleryIndex, list[str]]:
+) -> tuple[GalleryIndex | None, list[str]]:
     """Embed `source` with `model` (encoder `fingerprint`) and save a `kind` index of it, recording the source,
-    into `output` (an interrupted run resumes); returns the index and the ids of images left out as undecodable."""
+    into `output` (an interrupted run resumes); returns the index and the ids of images left out as undecodable.
+
+    Under `accelerate launch` every process embeds its share of the gallery (see `embed_gallery`) and the main
+    process builds and saves the index; the other processes return None for it."""
     gallery = embed_gallery(
-        model, source, output / CACHE_FOLDER, batch_size=batch_size, num_workers=num_workers, skip_broken=skip_broken
-    )
-    index = GalleryIndex.build(
-        gallery.embeddings, gallery.ids, kind, model_fingerprint=fingerprint, source=source.describe()
-    )
-    index.save(output)
-    shutil.rmtree(output / CACHE_FOLDER)
+        model, source, output / CACHE_FOLDER, batch_size=batch_size, num_workers=num_workers, chunk_size=chunk_size,
+        skip_broken=skip_broken,
+    )  # fmt: skip
+    state, index = PartialState(), None
+    if state.is_main_process:
+        index = GalleryIndex.build(
+            gallery.embeddings, gallery.ids, kind, model_fingerprint=fingerprint, source=source.describe()
+        )
+        index.save(output)
+        shutil.rmtree(output / CACHE_FOLDER)
+    state.wait_for_everyone()
     return index, gallery.skipped
 
 

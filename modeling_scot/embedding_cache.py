@@ -81,7 +81,7 @@ def _chunk_files(
     (index, count), only every count-th chunk from the index-th: one process's share of a distributed run."""
     index, shards = shard
     numbers = range(index, -(-count // chunk_size), shards)
-    mine = sum(min(chunk_size, count - number * chunk_size) for number in numbers)
+    mine = sum(_rows_of(number, count, chunk_size) for number in numbers)
     bar = tqdm(total=mine, desc=f"embedding {prefix}", unit=prefix[:-1], disable=not progress)
     for number in numbers:
         start = number * chunk_size

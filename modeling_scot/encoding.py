@@ -79,13 +79,13 @@ class PreprocessBatch:
 
 def image_loader(
     load: Callable[[int], object],
+    count: int,
     batches: Sequence[Sequence[int]],
     processor: ScotProcessor,
     num_workers: int = 0,
 ) -> DataLoader:
-    """Decoded and preprocessed `batches` (lists of indices into `load`), `num_workers` processes ahead of the
-    model; pinned memory when CUDA is there, for non-blocking copies."""
-    count = 1 + max((index for batch in batches for index in batch), default=-1)
+    """Decoded and preprocessed `batches` (lists of indices into `load`'s `count` images), `num_workers` processes
+    ahead of the model; pinned memory when CUDA is there, for non-blocking copies."""
     return DataLoader(
         DecodedImages(load, count),
         batch_sampler=batches,
@@ -125,7 +125,7 @@ def encode_images(
     chunks = []
     desc = progress if isinstance(progress, str) else "embedding images"
     with tqdm(total=len(images), desc=desc, unit="img", disable=not progress) as bar:
-        for _, inputs, errors in image_loader(_ImageLoader(images), batches, processor, num_workers):
+        for _, inputs, errors in image_loader(_ImageLoader(images), len(images), batches, processor, num_workers):
             if errors:
                 raise errors[0]
             chunks.append(embed_image_inputs(model, inputs, autocast_dtype))

@@ -73,7 +73,7 @@ class _EmbeddingStream:
             for chunk_start in range(start, count, self.chunk_size)
             for first in range(chunk_start, min(chunk_start + self.chunk_size, count), self.batch_size)
         ]
-        return image_loader(self.source.image, batches, self.processor, self.num_workers)
+        return image_loader(self.source.image, count, batches, self.processor, self.num_workers)
 
     def _embed(self, decoded: torch.Tensor, inputs: dict, errors: list[Exception]) -> torch.Tensor:
         if errors and not self.skip_broken:

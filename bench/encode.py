@@ -9,6 +9,7 @@ path.
 
     python bench/encode.py --model-config clip-b16 --dtype bf16 --attn sdpa --synthetic
     python bench/encode.py --model-config blip2-g --dtype bf16 --attn sdpa --synthetic --batch-size 4
+    python bench/encode.py --model-config siglip2-b16 --images /tmp/coco-like
     python bench/encode.py --model-config clip-b16 --images /tmp/coco-like --make-images 96
 
 With `--images DIR` (and `--make-images N` to write N COCO-like JPEGs there first) it times, in one run, the
@@ -28,7 +29,7 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import Blip2Config, CLIPConfig, PreTrainedConfig
+from transformers import Blip2Config, CLIPConfig, PreTrainedConfig, Siglip2Config
 from transformers.activations import QuickGELUActivation
 
 from modeling_scot import ScotConfig, ScotModel, ScotProcessor, world
@@ -37,7 +38,7 @@ from modeling_scot.retrieval.sources import image_files
 from modeling_scot.runtime import resolve_device, resolve_dtype
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from encode_files import make_images, make_texts, measure_files  # noqa: E402
+from encode_files import make_images, make_texts, measure_files, random_image_inputs  # noqa: E402
 
 ARCHITECTURES = {
     "clip-l14": dict(
@@ -52,6 +53,16 @@ ARCHITECTURES = {
         text_config=dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8),
         vision_config=dict(
             image_size=224, patch_size=16, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12
+        ),
+    ),
+}
+SIGLIP2_ARCHITECTURES = {
+    "siglip2-b16": dict(
+        text_config=dict(
+            hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, vocab_size=256000
+        ),
+        vision_config=dict(
+            hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, patch_size=16, num_patches=256
         ),
     ),
 }
@@ -80,6 +91,8 @@ def encoder_config(name: str) -> PreTrainedConfig:
         return CLIPConfig.from_pretrained(config_file.parent)
     if name in BLIP2_ARCHITECTURES:
         return Blip2Config(**BLIP2_ARCHITECTURES[name])
+    if name in SIGLIP2_ARCHITECTURES:
+        return Siglip2Config(**SIGLIP2_ARCHITECTURES[name])
     return CLIPConfig(**ARCHITECTURES[name])
 
 
@@ -107,15 +120,14 @@ def throughput(fn, items_per_call: int, min_seconds: float, warmup: int) -> floa
 
 def measure(model: ScotModel, config: PreTrainedConfig, batch_size: int, text_length: int, compile_towers: bool, args) -> dict:
     device = model.device
-    size = config.vision_config.image_size
-    pixel_values = torch.randn(batch_size, 3, size, size, device=device)
+    image_inputs = {name: value.to(device) for name, value in random_image_inputs(config, batch_size).items()}
     input_ids = torch.randint(0, model.encoder_adapter.vocab_size - 1, (batch_size, text_length), device=device)
     if isinstance(config, CLIPConfig):  # CLIP pools its text at the end-of-text token
         input_ids[:, -1] = config.text_config.eos_token_id
     if compile_towers:
         model.compile_encoders()
     with torch.inference_mode():
-        images_per_s = throughput(lambda: model.get_image_features(pixel_values), batch_size, args.seconds, args.warmup)
+        images_per_s = throughput(lambda: model.get_image_features(**image_inputs), batch_size, args.seconds, args.warmup)
         texts_per_s = throughput(lambda: model.get_text_features(input_ids), batch_size, args.seconds, args.warmup)
     return {"images_per_s": round(images_per_s, 2), "texts_per_s": round(texts_per_s, 2)}
 
@@ -127,7 +139,7 @@ def shipped_processor(name: str) -> ScotProcessor | None:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-config", choices=[*ARCHITECTURES, *BLIP2_ARCHITECTURES, "world"], default="clip-b16")
+    parser.add_argument("--model-config", choices=[*ARCHITECTURES, *SIGLIP2_ARCHITECTURES, *BLIP2_ARCHITECTURES, "world"], default="clip-b16")
     parser.add_argument("--dtype", choices=["auto", *DTYPES], default="auto", help="auto: as the scot commands pick")
     parser.add_argument("--attn", choices=["eager", "sdpa"], default="sdpa")
     parser.add_argument("--compile", action="store_true", help="torch.compile both towers")

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
-from transformers import AutoModel, CLIPImageProcessor, PreTrainedConfig
+from transformers import AutoModel, CLIPImageProcessor, PreTrainedConfig, Siglip2Config, Siglip2ImageProcessorPil
 
 from modeling_scot import ScotConfig, ScotModel, ScotProcessor
 from modeling_scot.encoding import encode_texts
@@ -48,13 +48,39 @@ def make_texts(count: int, seed: int = 0) -> list[str]:
     return [caption(sample_scene(rng), rng) for _ in range(count)]
 
 
+def image_processor_for(config: PreTrainedConfig):
+    """SigLIP 2's native-resolution processor (up to the config's patch count), else a CLIP image processor of
+    the config's image size."""
+    vision = config.vision_config
+    if isinstance(config, Siglip2Config):
+        return Siglip2ImageProcessorPil(patch_size=vision.patch_size, max_num_patches=vision.num_patches)
+    size = vision.image_size
+    return CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+
+
+def patch_tokens(config: PreTrainedConfig) -> int:
+    """Tokens of one image in the vision tower."""
+    vision = config.vision_config
+    if isinstance(config, Siglip2Config):
+        return vision.num_patches
+    return (vision.image_size // vision.patch_size) ** 2 + 1
+
+
+def random_image_inputs(config: PreTrainedConfig, batch_size: int) -> dict[str, torch.Tensor]:
+    """The image tower's inputs for `batch_size` random images: pixels, and SigLIP 2's patch mask and shapes."""
+    if isinstance(config, Siglip2Config):
+        rng = np.random.default_rng(0)
+        images = [Image.fromarray(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)) for _ in range(batch_size)]
+        return dict(image_processor_for(config)(images=images, return_tensors="pt"))
+    size = config.vision_config.image_size
+    return {"pixel_values": torch.randn(batch_size, 3, size, size)}
+
+
 def processor_for(config: PreTrainedConfig, shipped: ScotProcessor | None) -> ScotProcessor:
-    """The shipped processor, else a CLIP image processor of the config's image size and a word-level tokenizer."""
+    """The shipped processor, else `image_processor_for` the config and a word-level tokenizer."""
     if shipped is not None:
         return shipped
-    size = config.vision_config.image_size
-    image_processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
-    return ScotProcessor(image_processor, build_word_level_tokenizer(world_vocabulary(), model_max_length=77))
+    return ScotProcessor(image_processor_for(config), build_word_level_tokenizer(world_vocabulary(), model_max_length=77))
 
 
 def matmul_gflops(tokens: int, width: int, dtype: torch.dtype, seconds: float = 2.0) -> float:
@@ -68,10 +94,12 @@ def matmul_gflops(tokens: int, width: int, dtype: torch.dtype, seconds: float = 
     return 2 * tokens * width * 4 * width * calls / (time.perf_counter() - started) / 1e9
 
 
-def image_gflop(model: ScotModel, size: int) -> float:
+def image_gflop(model: ScotModel, config: PreTrainedConfig) -> float:
     """GFLOP of one image through the image tower (matmuls, convolutions and attention, as torch counts them)."""
+    inputs = random_image_inputs(config, 1)
+    inputs["pixel_values"] = inputs["pixel_values"].to(model.encoder.dtype)
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
-        model.get_image_features(torch.zeros(1, 3, size, size, dtype=model.encoder.dtype))
+        model.get_image_features(**inputs)
     return counter.get_total_flops() / 1e9
 
 
@@ -117,10 +145,10 @@ def measure_files(
     model = ScotModel(ScotConfig(encoder_config=config.to_dict())).to(dtype).eval()
     model.processor = processor
     vision = config.vision_config
-    tokens = args.batch_size * ((vision.image_size // vision.patch_size) ** 2 + 1)
+    tokens = args.batch_size * patch_tokens(config)
     limits = {name: matmul_gflops(tokens, vision.hidden_size, kind) for name, kind in (("bf16", torch.bfloat16),
                                                                                        ("fp32", torch.float32))}
-    gflop = image_gflop(model, vision.image_size)
+    gflop = image_gflop(model, config)
     with tempfile.TemporaryDirectory() as cache:
         embed_gallery(model, ImageFiles(paths[: args.batch_size]), cache, progress=False)  # warm-up
     with tempfile.TemporaryDirectory() as cache:
@@ -151,4 +179,4 @@ def measure_files(
     }
 
 
-__all__ = ["make_images", "make_texts", "measure_files"]
+__all__ = ["make_images", "make_texts", "measure_files", "random_image_inputs"]

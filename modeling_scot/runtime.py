@@ -68,10 +68,15 @@ class RuntimeArguments:
 
 
 def load_model(
-    source: str, device_name: str = "auto", dtype_name: str = "auto", image_tower: str | None = None
+    source: str,
+    device_name: str = "auto",
+    dtype_name: str = "auto",
+    image_tower: str | None = None,
+    compile_encoders: bool = False,
 ) -> ScotModel:
     """A saved SCOT model (Hub id or folder) on the named device and dtype, in eval mode; with `image_tower` (a
-    folder written by `train_tat`), its image tower Text-Anchored-Tuned."""
+    folder written by `train_tat`), its image tower Text-Anchored-Tuned; with `compile_encoders`, both towers
+    `torch.compile`d (`ScotModel.compile_encoders`)."""
     looks_local = Path(source).is_absolute() or source.startswith(".") or source.count("/") > 1
     if looks_local and not Path(source).exists():
         raise FileNotFoundError(f"--model {source!r} does not exist (a Hub id is 'name' or 'org/name')")
@@ -82,7 +87,8 @@ def load_model(
         if not Path(image_tower).is_dir():
             raise FileNotFoundError(f"--image-tower {image_tower!r} is not a folder (one written by train_tat)")
         model = with_tuned_image_tower(model, image_tower)
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    return model.compile_encoders() if compile_encoders else model
 
 
 __all__ = ["DTYPES", "RuntimeArguments", "load_model", "resolve_device", "resolve_dtype"]

@@ -20,6 +20,15 @@ def add_runtime_options(parser: argparse.ArgumentParser, batch_size: int) -> Non
     parser.add_argument("--batch-size", type=int, default=batch_size, help=f"batch size (default {batch_size})")
 
 
+def add_compile_option(parser: argparse.ArgumentParser) -> None:
+    """`--compile`, for the subcommands that embed many images or texts."""
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the encoder towers: faster on large GPU jobs, after the first batches pay the compile time",
+    )
+
+
 TRAINED_FOLDERS = {"lincir": "LinCIR phi folder (written by train_lincir)",
                    "isa": "ISA query-encoder folder (written by train_isa)"}
 """The methods that need a trained folder of their own, by name: the option `--NAME DIR` gives it."""
@@ -71,4 +80,4 @@ def print_report(report: dict) -> None:
         print(metrics_table(report["recall@1_by_edit_type"]))
 
 
-__all__ = ["add_runtime_options", "parse_dataclasses", "print_report"]
+__all__ = ["add_compile_option", "add_runtime_options", "parse_dataclasses", "print_report"]

@@ -16,7 +16,7 @@ from ..retrieval import ImageFiles, embed_gallery
 from ..retrieval.gallery import DEFAULT_CHUNK_SIZE
 from ..retrieval.sources import image_files
 from ..runtime import load_model
-from .common import add_runtime_options
+from .common import add_compile_option, add_runtime_options
 
 
 def _write_embeddings(path: Path, embeds, ids: list[str]) -> None:
@@ -33,7 +33,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     state = PartialState()
     if args.images:
         files = image_files(args.images)
-        model = load_model(args.model, args.device, args.dtype)
+        model = load_model(args.model, args.device, args.dtype, compile_encoders=args.compile)
         cache = Path(args.output).with_name(Path(args.output).name + ".chunks")
         gallery = embed_gallery(
             model, ImageFiles(files), cache, batch_size=args.batch_size, num_workers=args.num_workers,
@@ -52,7 +52,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
             ids = texts_path.read_text(encoding="utf-8").splitlines()
         except UnicodeDecodeError as err:
             raise ValueError(f"--texts file {args.texts!r} is not UTF-8 text: byte {err.start} cannot be decoded") from None
-        model = load_model(args.model, args.device, args.dtype)
+        model = load_model(args.model, args.device, args.dtype, compile_encoders=args.compile)
         embeds = encode_texts(model, ids, batch_size=args.batch_size)
     if state.is_main_process:
         _write_embeddings(Path(args.output), embeds, ids)
@@ -73,6 +73,7 @@ def add_embed_parser(commands: argparse._SubParsersAction) -> None:
              "N, K, D), metadata 'ids'",
     )  # fmt: skip
     add_runtime_options(embed, batch_size=64)
+    add_compile_option(embed)
     embed.add_argument("--num-workers", type=int, default=2, help="processes decoding images while the model runs")
     embed.add_argument(
         "--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE,

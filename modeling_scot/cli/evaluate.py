@@ -26,7 +26,7 @@ from ..methods import DEFAULT_METHOD_NAMES, METHOD_NAMES
 from ..quickstart import scot_home
 from ..runtime import load_model
 from ..world.export import export_cirr
-from .common import TRAINED_FOLDERS, add_method_options, add_runtime_options, print_report, trained_method_settings
+from .common import TRAINED_FOLDERS, add_compile_option, add_method_options, add_runtime_options, print_report, trained_method_settings
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for split in splits:
         check_split(split, args.save_predictions)
         check_images(split)
-    model = load_model(args.model, args.device, args.dtype, args.image_tower)
+    model = load_model(args.model, args.device, args.dtype, args.image_tower, args.compile)
     cache_dir = Path(args.cache_dir) if args.cache_dir else scot_home() / "embeddings"
     reports = {
         split.category or split.split: evaluate_split(
@@ -191,6 +191,7 @@ def add_eval_parsers(commands: argparse._SubParsersAction) -> None:
     )
     add_method_options(evaluate)
     add_runtime_options(evaluate, batch_size=256)
+    add_compile_option(evaluate)
     evaluate.set_defaults(handler=cmd_eval)
 
     score = commands.add_parser("score", help="score a CIRR or CIRCO submission file", description=cmd_score.__doc__)

@@ -15,7 +15,7 @@ from ..retrieval.index import KINDS, GalleryIndex, resolve_kind
 from ..retrieval.indexing import check_encoder, load_model_and_fingerprint, write_index
 from ..retrieval.query import compose_query, search_query
 from ..retrieval.sources import ImageFiles, WorldGallery
-from .common import add_method_options, add_runtime_options, trained_method_settings
+from .common import add_compile_option, add_method_options, add_runtime_options, trained_method_settings
 
 
 def cmd_index(args: argparse.Namespace) -> int:
@@ -30,7 +30,9 @@ def cmd_index(args: argparse.Namespace) -> int:
         import_faiss(kind)
     output = Path(args.output)
     start = time.perf_counter()
-    model, fingerprint = load_model_and_fingerprint(args.model, args.device, args.dtype, args.image_tower)
+    model, fingerprint = load_model_and_fingerprint(
+        args.model, args.device, args.dtype, args.image_tower, args.compile
+    )
     index, skipped = write_index(
         model,
         fingerprint,
@@ -84,6 +86,7 @@ def add_index_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     add_method_options(parser, trained=False)
     add_runtime_options(parser, batch_size=64)
+    add_compile_option(parser)
     parser.set_defaults(handler=cmd_index)
 
 

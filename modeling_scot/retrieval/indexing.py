@@ -21,16 +21,17 @@ CACHE_FOLDER = "embedding-cache"
 
 
 def load_model_and_fingerprint(
-    model_name: str, device_name: str, dtype_name: str, image_tower: str | None = None
+    model_name: str, device_name: str, dtype_name: str, image_tower: str | None = None, compile_encoders: bool = False
 ) -> tuple[ScotModel, str]:
     """The model `model_name` (Hub id or folder; with `image_tower`, its image tower TAT-tuned) on a device and
-    dtype named as `--device`/`--dtype` take them, and the fingerprint of its encoder's float32 weights (the same
+    dtype named as `--device`/`--dtype` take them (with `compile_encoders`, its towers compiled), and the fingerprint of its encoder's float32 weights (the same
     whatever device and dtype the index was built or searched with)."""
     device = resolve_device(device_name)
     dtype = resolve_dtype(dtype_name, device)
     model = load_model(model_name, "cpu", "fp32", image_tower)
     fingerprint = encoder_fingerprint(model)
-    return model.to(device=device, dtype=dtype), fingerprint
+    model = model.to(device=device, dtype=dtype)
+    return (model.compile_encoders() if compile_encoders else model), fingerprint
 
 
 def write_index(

@@ -38,6 +38,22 @@ def test_embed_images_and_texts(saved_model, scot_model, tmp_path, capsys):
     assert "wrote 3 x 16" in capsys.readouterr().out
 
 
+def test_embed_with_compiled_towers_equals_eager(saved_model, tmp_path):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("make it red\na blue square\nremove the small circle\n")
+    outputs = {}
+    for name, extra in (("eager", []), ("compiled", ["--compile"])):
+        outputs[name] = tmp_path / f"{name}.safetensors"
+        command = ["embed", "--model", str(saved_model), "--texts", str(texts), "--output", str(outputs[name])]
+        assert main([*command, "--dtype", "fp32", *extra]) == 0
+    embeds = {}
+    for name, out in outputs.items():
+        with safe_open(str(out), "pt") as handle:
+            embeds[name] = handle.get_tensor("embeds")
+    assert embeds["eager"].shape == (3, 16)
+    torch.testing.assert_close(embeds["compiled"], embeds["eager"], atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [

@@ -44,8 +44,9 @@ CHUNKS_FOLDER = "chunks"
 class _EmbeddingStream:
     """Embeds rows in order through one DataLoader and hands them out chunk by chunk.
 
-    Called with each chunk's rows that is not on disk yet; the loader starts at the first such chunk and
-    restarts only if a later chunk turns out to be on disk already.
+    Called with the rows of each chunk of its share that is not on disk yet (every `stride`-th chunk: one process
+    of `stride`); the loader reads the share's chunks from the first such one on and restarts only if a later
+    chunk turns out to be on disk already.
     """
 
     def __init__(
@@ -59,9 +60,11 @@ class _EmbeddingStream:
         num_workers: int,
         autocast_dtype: torch.dtype | None,
         skip_broken: bool,
+        stride: int = 1,
     ):
         self.model, self.source, self.processor = model, source, processor
         self.batch_size, self.chunk_size, self.num_workers = batch_size, chunk_size, num_workers
+        self.stride = stride
         self.autocast_dtype, self.skip_broken = autocast_dtype, skip_broken
         self._batches = iter(())
         self._next_row = -1
@@ -70,7 +73,7 @@ class _EmbeddingStream:
         count = len(self.source.ids)
         batches = [
             range(first, min(first + self.batch_size, chunk_start + self.chunk_size, count))
-            for chunk_start in range(start, count, self.chunk_size)
+            for chunk_start in range(start, count, self.chunk_size * self.stride)
             for first in range(chunk_start, min(chunk_start + self.chunk_size, count), self.batch_size)
         ]
         return image_loader(self.source.image, count, batches, self.processor, self.num_workers)
@@ -91,10 +94,11 @@ class _EmbeddingStream:
         if rows.start != self._next_row:
             self._batches = iter(self._loader(rows.start))
             self._next_row = rows.start
-        parts = []
-        while self._next_row < rows.stop:
+        parts, row = [], rows.start
+        while row < rows.stop:
             parts.append(self._embed(*next(self._batches)))
-            self._next_row += len(parts[-1])
+            row += len(parts[-1])
+        self._next_row = rows.start + self.chunk_size * self.stride  # where the share's next chunk starts
         return torch.cat(parts)
 
 
@@ -161,6 +165,7 @@ def embed_gallery(
             num_workers=num_workers,
             autocast_dtype=autocast_dtype,
             skip_broken=skip_broken,
+            stride=state.num_processes,
         )
         shard = (state.process_index, state.num_processes)
         encode_chunks(chunks, "images", len(ids), chunk_size, stream, progress and state.is_main_process, shard)

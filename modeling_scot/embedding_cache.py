@@ -124,6 +124,19 @@ def encode_chunks(
         pass
 
 
+def iter_chunks(
+    folder: Path,
+    prefix: str,
+    count: int,
+    chunk_size: int,
+    encode: Callable[[range], torch.Tensor],
+    progress: bool,
+) -> Iterator[torch.Tensor]:
+    """The embeddings of items 0..count-1, one chunk at a time, encoding the chunks not on disk yet."""
+    for number, (path, embeds) in enumerate(_chunk_files(folder, prefix, count, chunk_size, encode, progress)):
+        yield embeds if embeds is not None else _read_chunk(path, _rows_of(number, count, chunk_size))
+
+
 def chunked_encode(
     folder: Path,
     prefix: str,
@@ -133,10 +146,7 @@ def chunked_encode(
     progress: bool,
 ) -> torch.Tensor:
     """Encode items 0..count-1 chunk by chunk, reusing chunks already on disk; all of them in memory."""
-    chunks = [
-        embeds if embeds is not None else _read_chunk(path, _rows_of(number, count, chunk_size))
-        for number, (path, embeds) in enumerate(_chunk_files(folder, prefix, count, chunk_size, encode, progress))
-    ]
+    chunks = list(iter_chunks(folder, prefix, count, chunk_size, encode, progress))
     return torch.cat(chunks) if chunks else torch.empty(0, 0)
 
 
@@ -153,13 +163,11 @@ def memory_mapped_encode(
     batch gathers them, so a cache larger than memory trains."""
     merged = folder / f"{prefix}.npy"
     if not merged.is_file():
-        paths = [path for path, _ in _chunk_files(folder, prefix, count, chunk_size, encode, progress)]
-        if not paths:
+        if count == 0:
             return torch.empty(0, 0)
         tmp = merged.with_name(f"{prefix}.{os.getpid()}.tmp.npy")
         table = None
-        for number, path in enumerate(paths):  # every chunk is on disk: merge them one at a time
-            embeds = _read_chunk(path, _rows_of(number, count, chunk_size))
+        for number, embeds in enumerate(iter_chunks(folder, prefix, count, chunk_size, encode, progress)):
             if table is None:
                 table = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(count, *embeds.shape[1:]))
             table[number * chunk_size : number * chunk_size + len(embeds)] = embeds.float().numpy()
@@ -262,6 +270,7 @@ __all__ = [
     "EmbeddingCache",
     "build_embedding_cache",
     "chunked_encode",
+    "iter_chunks",
     "encode_chunks",
     "encoder_fingerprint",
     "memory_mapped_encode",

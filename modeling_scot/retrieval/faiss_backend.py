@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -93,35 +94,65 @@ def configure(index, kind: str, params: dict[str, int]) -> None:
         index.hnsw.efSearch = params["ef_search"]
 
 
-def _training_sample(vectors: np.ndarray, count: int) -> np.ndarray:
-    if len(vectors) <= count:
-        return vectors
-    rows = np.sort(np.random.default_rng(0).choice(len(vectors), count, replace=False))
-    return vectors[rows]
+def training_rows(count: int, params: dict[str, int]) -> np.ndarray | None:
+    """The sorted rows of `count` vectors that an IVF index of `params` trains on (a fixed random sample of at most
+    `TRAINING_POINTS_PER_LIST` per list); None for kinds that need no training."""
+    if "nlist" not in params:
+        return None
+    wanted = params["nlist"] * TRAINING_POINTS_PER_LIST
+    if count <= wanted:
+        return np.arange(count)
+    return np.sort(np.random.default_rng(0).choice(count, wanted, replace=False))
+
+
+def _empty_index(faiss, kind: str, dim: int, params: dict[str, int]):
+    metric = faiss.METRIC_INNER_PRODUCT
+    if kind == "flat":
+        return faiss.IndexFlatIP(dim)
+    if kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, params["m"], metric)
+        index.hnsw.efConstruction = params["ef_construction"]
+        return index
+    if kind == "ivf":
+        return faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, params["nlist"], metric)
+    if kind == "ivfpq":
+        return faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, params["nlist"], params["pq_m"], params["pq_bits"], metric)
+    raise ValueError(f"unknown faiss index kind {kind!r}; choose from {FAISS_KINDS}")
+
+
+def build_faiss_index_streamed(
+    kind: str,
+    dim: int,
+    count: int,
+    batches: Callable[[], Iterable[np.ndarray]],
+    params: dict[str, int],
+):
+    """Train (where needed) and fill a faiss index of `kind` with `count` vectors of `dim` floats that each call of
+    `batches` yields in order, a batch at a time: one pass gathers the training sample (see `training_rows`), a
+    second adds the vectors, so no more than the sample and one batch are ever in memory."""
+    faiss = import_faiss(kind)
+    index = _empty_index(faiss, kind, dim, params)
+    sample_rows = training_rows(count, params)
+    if not index.is_trained:
+        sample, first = [], 0
+        for batch in batches():
+            wanted = sample_rows[(sample_rows >= first) & (sample_rows < first + len(batch))] - first
+            sample.append(np.ascontiguousarray(batch[wanted], dtype=np.float32))
+            first += len(batch)
+        index.train(np.concatenate(sample))
+        del sample
+    for batch in batches():
+        index.add(np.ascontiguousarray(batch, dtype=np.float32))
+    if index.ntotal != count:
+        raise ValueError(f"the {kind} index was given {index.ntotal} vectors, expected {count}")
+    configure(index, kind, params)
+    return index
 
 
 def build_faiss_index(kind: str, embeddings: torch.Tensor, params: dict[str, int]):
     """Train (where needed) and fill a faiss index of `kind` with the (N, D) float32 embeddings."""
-    faiss = import_faiss(kind)
-    vectors = np.ascontiguousarray(embeddings.detach().cpu().numpy(), dtype=np.float32)
-    dim, metric = vectors.shape[1], faiss.METRIC_INNER_PRODUCT
-    if kind == "flat":
-        index = faiss.IndexFlatIP(dim)
-    elif kind == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, params["m"], metric)
-        index.hnsw.efConstruction = params["ef_construction"]
-    elif kind == "ivf":
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, params["nlist"], metric)
-    elif kind == "ivfpq":
-        quantizer = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFPQ(quantizer, dim, params["nlist"], params["pq_m"], params["pq_bits"], metric)
-    else:
-        raise ValueError(f"unknown faiss index kind {kind!r}; choose from {FAISS_KINDS}")
-    if not index.is_trained:
-        index.train(_training_sample(vectors, params["nlist"] * TRAINING_POINTS_PER_LIST))
-    index.add(vectors)
-    configure(index, kind, params)
-    return index
+    vectors = embeddings.detach().to(device="cpu", dtype=torch.float32).numpy()
+    return build_faiss_index_streamed(kind, vectors.shape[1], len(vectors), lambda: [vectors], params)
 
 
 def faiss_search(index, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -173,6 +204,7 @@ __all__ = [
     "FAISS_KINDS",
     "FaissNotInstalledError",
     "build_faiss_index",
+    "build_faiss_index_streamed",
     "default_params",
     "faiss_available",
     "faiss_search",

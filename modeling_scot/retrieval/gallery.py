@@ -28,12 +28,23 @@ import torch
 from accelerate import PartialState
 from torch.utils.data import DataLoader
 
-from ..embedding_cache import chunked_encode, encode_chunks, encoder_fingerprint
+from ..embedding_cache import encode_chunks, encoder_fingerprint, iter_chunks
 from ..encoding import embed_image_inputs, image_loader, resolve_processor
 from ..modeling_scot import ScotModel
 from ..processing_scot import ScotProcessor
 from .sources import GallerySource
-from .store import MANIFEST_FILE, SHOWN, Gallery, check_ids, listed
+from ..io_utils import write_json
+from .store import (
+    EMBEDDINGS_FILE,
+    MANIFEST_FILE,
+    SHOWN,
+    Gallery,
+    GalleryWriter,
+    check_ids,
+    gallery_manifest,
+    listed,
+    read_gallery_manifest,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -112,18 +123,25 @@ def _cache_key(
     return digest.hexdigest()
 
 
-def _merge_chunks(chunks: Path, ids: list[str], chunk_size: int, stream: _EmbeddingStream, fingerprint: str) -> Gallery:
-    """The gallery of the chunk files (all on disk), without the images that could not be decoded (zero rows)."""
-    embeds = chunked_encode(chunks, "images", len(ids), chunk_size, stream, progress=False)
-    decoded = embeds.flatten(1).norm(dim=1) > 0
-    skipped = [item for item, ok in zip(ids, decoded.tolist()) if not ok]
+def _merge_chunks(
+    chunks: Path, folder: Path, ids: list[str], chunk_size: int, stream: _EmbeddingStream, fingerprint: str
+) -> None:
+    """Write the gallery of the chunk files into `folder`, one chunk in memory at a time, without the images that
+    could not be decoded (zero rows); its manifest last."""
+    writer, skipped = GalleryWriter(folder / EMBEDDINGS_FILE), []
+    chunk_ids = (ids[start : start + chunk_size] for start in range(0, len(ids), chunk_size))
+    for names, embeds in zip(chunk_ids, iter_chunks(chunks, "images", len(ids), chunk_size, stream, progress=False)):
+        decoded = embeds.flatten(1).norm(dim=1) > 0
+        skipped += [item for item, ok in zip(names, decoded.tolist()) if not ok]
+        if decoded.any():
+            writer.write([item for item, ok in zip(names, decoded.tolist()) if ok], embeds[decoded])
     if len(skipped) == len(ids):
         raise ValueError(f"none of the {len(ids)} gallery images could be decoded: {listed(skipped)}")
-    kept = [item for item, ok in zip(ids, decoded.tolist()) if ok]
-    return Gallery(kept, embeds[decoded], fingerprint, skipped)
+    writer.close()
+    write_json(folder / MANIFEST_FILE, gallery_manifest(writer.count, writer.row_shape, writer.normalized, fingerprint, skipped))
 
 
-def embed_gallery(
+def embed_gallery_folder(
     model: ScotModel,
     source: GallerySource,
     cache_dir: str | os.PathLike,
@@ -135,13 +153,9 @@ def embed_gallery(
     autocast_dtype: torch.dtype | None = None,
     skip_broken: bool = False,
     progress: bool = True,
-) -> Gallery:
-    """Embed every image of `source` (see [`ImageFiles`], [`DatasetImages`], [`WorldGallery`]) into a [`Gallery`].
-
-    Missing image files fail before any model work (FileNotFoundError listing them). An image that
-    cannot be decoded raises a ValueError naming it, or with `skip_broken=True` is left out with a
-    warning. Rerunning after an interruption resumes from the chunks in `cache_dir`.
-    """
+) -> Path:
+    """As [`embed_gallery`], but returns the folder of the saved gallery (`gallery.parquet` + `gallery.json`)
+    instead of loading it: neither embedding nor merging ever holds more than a chunk of the gallery in memory."""
     if batch_size < 1 or chunk_size < 1:
         raise ValueError(f"batch_size and chunk_size must be >= 1, got {batch_size} and {chunk_size}")
     processor = resolve_processor(model, processor)
@@ -171,19 +185,43 @@ def embed_gallery(
         encode_chunks(chunks, "images", len(ids), chunk_size, stream, progress and state.is_main_process, shard)
         state.wait_for_everyone()
         if state.is_main_process:
-            _merge_chunks(chunks, ids, chunk_size, stream, fingerprint).save(folder)
+            _merge_chunks(chunks, folder, ids, chunk_size, stream, fingerprint)
             shutil.rmtree(chunks, ignore_errors=True)
         state.wait_for_everyone()
-    gallery = Gallery.load(folder)
-    if gallery.skipped and not skip_broken:
+    skipped = read_gallery_manifest(folder)["skipped"]
+    if skipped and not skip_broken:
         raise ValueError(
-            f"{len(gallery.skipped)} gallery image(s) could not be decoded in an earlier run with skip_broken=True: "
-            f"{listed(gallery.skipped)}"
+            f"{len(skipped)} gallery image(s) could not be decoded in an earlier run with skip_broken=True: "
+            f"{listed(skipped)}"
         )
-    if gallery.skipped:
-        count = len(gallery.skipped)
-        logger.warning(f"left out {count} gallery image(s) that cannot be decoded: {listed(gallery.skipped)}")
-    return gallery
+    if skipped:
+        logger.warning(f"left out {len(skipped)} gallery image(s) that cannot be decoded: {listed(skipped)}")
+    return folder
 
 
-__all__ = ["embed_gallery"]
+def embed_gallery(
+    model: ScotModel,
+    source: GallerySource,
+    cache_dir: str | os.PathLike,
+    processor: ScotProcessor | None = None,
+    *,
+    batch_size: int = 64,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    num_workers: int = 0,
+    autocast_dtype: torch.dtype | None = None,
+    skip_broken: bool = False,
+    progress: bool = True,
+) -> Gallery:
+    """Embed every image of `source` (see [`ImageFiles`], [`DatasetImages`], [`WorldGallery`]) into a [`Gallery`].
+
+    Missing image files fail before any model work (FileNotFoundError listing them). An image that
+    cannot be decoded raises a ValueError naming it, or with `skip_broken=True` is left out with a
+    warning. Rerunning after an interruption resumes from the chunks in `cache_dir`.
+    """
+    folder = embed_gallery_folder(
+        model, source, cache_dir, processor, batch_size=batch_size, chunk_size=chunk_size, num_workers=num_workers,
+        autocast_dtype=autocast_dtype, skip_broken=skip_broken, progress=progress,
+    )  # fmt: skip
+    return Gallery.load(folder)
+
+__all__ = ["embed_gallery", "embed_gallery_folder"]

@@ -29,6 +29,7 @@ from .faiss_backend import (
     INSTALL_HINT,
     PARAM_NAMES,
     build_faiss_index,
+    build_faiss_index_streamed,
     faiss_available,
     faiss_search,
     read_faiss_index,
@@ -41,7 +42,9 @@ from .store import (
     Gallery,
     check_embeddings,
     check_ids,
+    gallery_file_shape,
     is_normalized,
+    iter_embeddings,
     read_embeddings,
     read_ids,
     read_manifest,
@@ -173,6 +176,52 @@ class GalleryIndex:
         )
 
     @classmethod
+    def build_from_file(
+        cls,
+        gallery_file: str | os.PathLike,
+        kind: str = "auto",
+        *,
+        params: dict[str, int] | None = None,
+        model_fingerprint: str | None = None,
+        source: dict | None = None,
+    ) -> GalleryIndex:
+        """Index the gallery parquet file `gallery_file` (as [`GalleryIndex.build`] does its embeddings).
+
+        A faiss kind reads the file batch by batch (twice: once for the training sample, once to add the vectors)
+        and keeps only the ids and the faiss index in memory, so a gallery larger than memory is indexed; `exact`
+        search holds the whole matrix, and loads it."""
+        gallery_file = Path(gallery_file)
+        shape = gallery_file_shape(gallery_file)
+        vectors, dim = (shape[1] if len(shape) == 3 else 1), shape[-1]
+        if resolve_kind(kind, shape[0] * vectors) == "exact":
+            ids, embeddings = read_embeddings(gallery_file)
+            return cls.build(embeddings, ids, "exact", params=params, model_fingerprint=model_fingerprint, source=source)
+        kind = resolve_kind(kind, shape[0] * vectors)
+        ids = read_ids(gallery_file, check_rows=False)  # the passes over the embeddings check every row
+        params = resolve_params(kind, len(ids) * vectors, dim, params)
+        normalized = True
+
+        def batches():
+            nonlocal normalized
+            for _, rows in iter_embeddings(gallery_file):
+                normalized = normalized and is_normalized(torch.tensor(rows))
+                yield rows.reshape(-1, dim)
+
+        faiss_index = build_faiss_index_streamed(kind, dim, len(ids) * vectors, batches, params)
+        return cls(
+            ids,
+            kind,
+            params,
+            dim,
+            faiss_index=faiss_index,
+            model_fingerprint=model_fingerprint,
+            normalized=normalized,
+            gallery_file=gallery_file,
+            source=source,
+            vectors=vectors,
+        )
+
+    @classmethod
     def from_gallery(
         cls, gallery: Gallery, kind: str = "auto", *, params: dict[str, int] | None = None
     ) -> GalleryIndex:
@@ -256,7 +305,11 @@ class GalleryIndex:
             write_embeddings(target, self.ids, self._embeddings)
         elif self._gallery_file.resolve() != target.resolve():
             tmp = target.with_name(target.name + ".tmp")
-            shutil.copyfile(self._gallery_file, tmp)
+            tmp.unlink(missing_ok=True)
+            try:  # a hard link shares the file's blocks: a gallery larger than the disk's free space is not copied
+                os.link(self._gallery_file, tmp)
+            except OSError:
+                shutil.copyfile(self._gallery_file, tmp)
             os.replace(tmp, target)
         if self._faiss is not None:
             write_faiss_index(self._faiss, folder / FAISS_FILE, self.kind)

@@ -11,9 +11,10 @@ from accelerate import PartialState
 from ..embedding_cache import encoder_fingerprint
 from ..modeling_scot import ScotModel
 from ..runtime import load_model, resolve_device, resolve_dtype
-from .gallery import DEFAULT_CHUNK_SIZE, embed_gallery
+from .gallery import DEFAULT_CHUNK_SIZE, embed_gallery_folder
 from .index import GalleryIndex
 from .sources import ImageFiles, WorldGallery
+from .store import EMBEDDINGS_FILE, read_gallery_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -50,21 +51,22 @@ def write_index(
     into `output` (an interrupted run resumes); returns the index and the ids of images left out as undecodable.
 
     Under `accelerate launch` every process embeds its share of the gallery (see `embed_gallery`) and the main
-    process builds and saves the index; the other processes return None for it."""
-    gallery = embed_gallery(
+    process builds and saves the index; the other processes return None for it. Neither embedding, merging nor
+    building a faiss index holds the whole gallery in memory (see `GalleryIndex.build_from_file`)."""
+    folder = embed_gallery_folder(
         model, source, output / CACHE_FOLDER, batch_size=batch_size, num_workers=num_workers, chunk_size=chunk_size,
         skip_broken=skip_broken,
     )  # fmt: skip
     state, index = PartialState(), None
+    skipped = read_gallery_manifest(folder)["skipped"]
     if state.is_main_process:
-        index = GalleryIndex.build(
-            gallery.embeddings, gallery.ids, kind, model_fingerprint=fingerprint, source=source.describe()
+        index = GalleryIndex.build_from_file(
+            folder / EMBEDDINGS_FILE, kind, model_fingerprint=fingerprint, source=source.describe()
         )
         index.save(output)
         shutil.rmtree(output / CACHE_FOLDER)
     state.wait_for_everyone()
-    return index, gallery.skipped
-
+    return index, skipped
 
 def check_encoder(index: GalleryIndex, fingerprint: str, index_path: str, model_name: str) -> None:
     """Raise a ValueError when the index at `index_path` was embedded by another encoder than the model

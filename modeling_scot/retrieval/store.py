@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -74,20 +74,53 @@ def is_normalized(embeddings: torch.Tensor) -> bool:
     return bool(((embeddings.norm(dim=-1) - 1).abs() <= NORM_TOLERANCE).all())
 
 
+def _embedding_feature(shape: Sequence[int]) -> List:
+    """The `datasets` feature of one row of (..., D) or (..., K, D) embeddings."""
+    feature = List(Value("float32"), length=shape[-1])
+    return List(feature, length=shape[1]) if len(shape) == 3 else feature
+
+
+class GalleryWriter:
+    """Writes a gallery parquet file batch by batch (one row group each), so a gallery larger than memory is
+    written one batch at a time; the file appears under its name (temporary file + rename) only on `close`.
+
+    Tracks what the manifest needs: the row count, the shape of a row and whether every vector is L2-normalised."""
+
+    def __init__(self, path: Path):
+        self.path, self._tmp = Path(path), Path(path).with_name(Path(path).name + ".tmp")
+        self._writer: pq.ParquetWriter | None = None
+        self.count, self.row_shape, self.normalized = 0, (), True
+
+    def write(self, ids: Sequence[str], embeddings: torch.Tensor) -> None:
+        """Append float32 (n, D) or (n, K, D) `embeddings` named by `ids`."""
+        embeddings = embeddings.detach().to(torch.float32).cpu().contiguous()
+        features = Features({"id": Value("string"), "embedding": _embedding_feature(embeddings.shape)})
+        if self._writer is None:
+            self.row_shape = tuple(embeddings.shape[1:])
+            self._writer = pq.ParquetWriter(self._tmp, features.arrow_schema, use_dictionary=False, compression="none")
+        elif tuple(embeddings.shape[1:]) != self.row_shape:
+            raise ValueError(f"gallery rows of shape {tuple(embeddings.shape[1:])} after rows of shape {self.row_shape}")
+        column = pa.array(embeddings.numpy().reshape(-1))  # float embeddings do not compress
+        for size in reversed(embeddings.shape[1:]):
+            column = pa.FixedSizeListArray.from_arrays(column, size)
+        self._writer.write_table(pa.Table.from_arrays([pa.array(list(ids), pa.string()), column], schema=features.arrow_schema))
+        self.count += len(ids)
+        self.normalized = self.normalized and is_normalized(embeddings)
+
+    def close(self) -> None:
+        """Finish the file and rename it into place."""
+        if self._writer is None:
+            raise ValueError(f"no embeddings were written to {self.path}")
+        self._writer.close()
+        os.replace(self._tmp, self.path)
+
+
 def write_embeddings(path: Path, ids: Sequence[str], embeddings: torch.Tensor) -> None:
     """Write ids and float32 (N, D) or (N, K, D) embeddings as a `datasets` parquet file (through a temporary
     file)."""
-    dim = embeddings.shape[-1]
-    flat = pa.array(embeddings.detach().to(torch.float32).cpu().contiguous().numpy().reshape(-1))
-    column, feature = pa.FixedSizeListArray.from_arrays(flat, dim), List(Value("float32"), length=dim)
-    if embeddings.ndim == 3:
-        column = pa.FixedSizeListArray.from_arrays(column, embeddings.shape[1])
-        feature = List(feature, length=embeddings.shape[1])
-    features = Features({"id": Value("string"), "embedding": feature})
-    table = pa.Table.from_arrays([pa.array(list(ids), pa.string()), column], schema=features.arrow_schema)
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp, use_dictionary=False, compression="none")  # float embeddings do not compress
-    os.replace(tmp, path)
+    writer = GalleryWriter(path)
+    writer.write(ids, embeddings)
+    writer.close()
 
 
 def _is_float_vector(kind: pa.DataType) -> bool:
@@ -169,15 +202,27 @@ def _read_gallery_ids(handle: pq.ParquetFile, path: Path) -> list[str]:
     return ids
 
 
-def read_ids(path: Path) -> list[str]:
-    """The `id` column of a gallery parquet file, after checking every embedding row is finite (read in
-    batches, so the embeddings are never all in memory)."""
+def iter_embeddings(path: Path, batch_rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """(first row, float32 (rows, D) or (rows, K, D) embeddings) of a gallery parquet file, `batch_rows` rows at a
+    time (default `BATCH_ROWS`), each batch checked for nulls and NaN or infinite values (a ValueError naming the
+    file and the rows)."""
     handle = _open_gallery_file(path)
-    ids = _read_gallery_ids(handle, path)
     first_row = 0
-    for column in _read_column(handle, path, "embedding", BATCH_ROWS):
-        _check_finite_rows(_embedding_rows(column, path, first_row), ids, path, first_row)
-        first_row += len(column)
+    for column in _read_column(handle, path, "embedding", batch_rows or BATCH_ROWS):
+        embeddings = _embedding_rows(column, path, first_row)
+        finite = np.isfinite(embeddings).all(axis=tuple(range(1, embeddings.ndim)))
+        if not finite.all():
+            _check_finite_rows(embeddings, _read_gallery_ids(handle, path), path, first_row)
+        yield first_row, embeddings
+        first_row += len(embeddings)
+
+
+def read_ids(path: Path, check_rows: bool = True) -> list[str]:
+    """The `id` column of a gallery parquet file, after checking (with `check_rows`) every embedding row is finite
+    (read in batches, so the embeddings are never all in memory)."""
+    ids = _read_gallery_ids(_open_gallery_file(path), path)
+    for _ in iter_embeddings(path) if check_rows else ():
+        pass
     return ids
 
 
@@ -189,6 +234,16 @@ def read_embeddings(path: Path) -> tuple[list[str], torch.Tensor]:
     embeddings = _embedding_rows(next(_read_column(handle, path, "embedding")), path, 0)
     _check_finite_rows(embeddings, ids, path, 0)
     return ids, torch.from_numpy(embeddings.copy())
+
+
+def gallery_file_shape(path: Path) -> tuple[int, ...]:
+    """(N, D) or (N, K, D): the shape of a gallery parquet file's embeddings, from its metadata and schema."""
+    handle = _open_gallery_file(path)
+    kind, shape = handle.schema_arrow.field("embedding").type, [handle.metadata.num_rows]
+    while pa.types.is_fixed_size_list(kind):
+        shape.append(kind.list_size)
+        kind = kind.value_type
+    return tuple(shape)
 
 
 def read_manifest(folder: Path, file_name: str, what: str) -> Entry:
@@ -238,16 +293,8 @@ class Gallery:
 
     def manifest(self) -> dict:
         """The JSON manifest saved next to the embeddings."""
-        return {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "count": len(self),
-            "dim": self.dim,
-            "vectors": self.vectors,
-            "normalized": is_normalized(self.embeddings),
-            "model_fingerprint": self.model_fingerprint,
-            "skipped": self.skipped,
-        }
+        shape = tuple(self.embeddings.shape[1:])
+        return gallery_manifest(len(self), shape, is_normalized(self.embeddings), self.model_fingerprint, self.skipped)
 
     def save(self, folder: str | os.PathLike) -> Path:
         """Write `gallery.parquet` then `gallery.json` (its presence marks a complete gallery) into `folder`."""
@@ -261,25 +308,55 @@ class Gallery:
     def load(cls, folder: str | os.PathLike) -> Gallery:
         """A gallery saved with [`Gallery.save`]."""
         folder = Path(folder)
-        manifest = read_manifest(folder, MANIFEST_FILE, "saved gallery")
-        count, dim = manifest.count("count", 1), manifest.count("dim", 1)
-        vectors = manifest.count("vectors", 1) if "vectors" in manifest.data else 1
-        fingerprint = manifest.get("model_fingerprint", (str, type(None)))
-        skipped = manifest.get("skipped", list)
-        if not all(isinstance(item, str) for item in skipped):
-            raise manifest.error("skipped", f"expected a list of image ids, got {skipped!r:.200}")
+        manifest = read_gallery_manifest(folder)
         ids, embeddings = read_embeddings(folder / EMBEDDINGS_FILE)
+        count, vectors, dim = manifest["count"], manifest["vectors"], manifest["dim"]
         expected = (count, dim) if vectors == 1 and embeddings.ndim == 2 else (count, vectors, dim)
         if embeddings.shape != expected:
             raise ValueError(
                 f"{folder / EMBEDDINGS_FILE} holds {tuple(embeddings.shape)} embeddings but {MANIFEST_FILE} "
                 f"says {expected}"
             )
-        return cls(ids, embeddings, fingerprint, list(skipped))
+        return cls(ids, embeddings, manifest["model_fingerprint"], manifest["skipped"])
 
+
+def gallery_manifest(
+    count: int, row_shape: Sequence[int], normalized: bool, fingerprint: str | None, skipped: Sequence[str]
+) -> dict:
+    """The JSON manifest of a saved gallery of `count` rows of shape (D,) or (K, D)."""
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "count": count,
+        "dim": row_shape[-1],
+        "vectors": row_shape[0] if len(row_shape) == 2 else 1,
+        "normalized": normalized,
+        "model_fingerprint": fingerprint,
+        "skipped": list(skipped),
+    }
+
+
+def read_gallery_manifest(folder: Path) -> dict:
+    """The checked fields of a saved gallery's `gallery.json`: count, dim, vectors, model_fingerprint, skipped."""
+    manifest = read_manifest(folder, MANIFEST_FILE, "saved gallery")
+    skipped = manifest.get("skipped", list)
+    if not all(isinstance(item, str) for item in skipped):
+        raise manifest.error("skipped", f"expected a list of image ids, got {skipped!r:.200}")
+    return {
+        "count": manifest.count("count", 1),
+        "dim": manifest.count("dim", 1),
+        "vectors": manifest.count("vectors", 1) if "vectors" in manifest.data else 1,
+        "model_fingerprint": manifest.get("model_fingerprint", (str, type(None))),
+        "skipped": list(skipped),
+    }
 
 __all__ = [
     "Gallery",
+    "GalleryWriter",
+    "gallery_manifest",
+    "gallery_file_shape",
+    "iter_embeddings",
+    "read_gallery_manifest",
     "check_embeddings",
     "check_ids",
     "read_embeddings",

@@ -12,6 +12,8 @@ from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 SCOT_VERSION = "0.2.0"
 ENCODER_FAMILIES = ("clip", "siglip", "siglip2", "blip-2")
 """`model_type`s of the dual encoders a SCOT model wraps (one adapter each in `encoders.py`)."""
+IMAGE_POOLINGS = ("mean", "text_matched")
+"""How a multi-vector encoder's K image vectors become the one vector V the Combiner reads (see `ScotConfig`)."""
 LEGACY_FIELDS = {"clip_config": "encoder_config", "clip_name_or_path": "encoder_name_or_path"}
 """Fields of configs written by modeling_scot 0.1.0 and the fields that replace them."""
 
@@ -39,6 +41,7 @@ FIELD_RULES: dict[str, tuple[str, Callable[[object], bool]]] = {
     "max_logit_scale": ("a number > 0", lambda v: _is_number(v) and v > 0),
     "hard_negative_weight": ("a number >= 0", lambda v: _is_number(v) and v >= 0),
     "caption_negative_weight": ("a number >= 0", lambda v: _is_number(v) and v >= 0),
+    "image_pooling": (f"one of {list(IMAGE_POOLINGS)}", lambda v: v in IMAGE_POOLINGS),
 }
 """What each ScotConfig field must hold, and the check."""
 
@@ -137,6 +140,11 @@ class ScotConfig(PreTrainedConfig):
             Weight w_h of the hard-negative captions in the loss denominator (0 drops them).
         caption_negative_weight (`float`):
             Weight w_c of the original caption in the loss denominator (0 drops it).
+        image_pooling (`str`):
+            How the K image vectors of a multi-vector encoder (BLIP-2's query tokens) become V: `"mean"`, their
+            normalised mean (one vector per image, whatever the text), or `"text_matched"`, the vector closest to
+            the modification text T_m (as BLIP-2 scores text against an image; the training cache then keeps all
+            K vectors). Encoders with one vector per image ignore it.
         scot_version (`str`):
             Version of `modeling_scot` that wrote this config.
 
@@ -158,6 +166,7 @@ class ScotConfig(PreTrainedConfig):
     max_logit_scale: float = 100.0
     hard_negative_weight: float = 1.0
     caption_negative_weight: float = 1.0
+    image_pooling: str = "mean"
     scot_version: str = SCOT_VERSION
 
     def __post_init__(self, **kwargs):
@@ -198,6 +207,7 @@ class ScotConfig(PreTrainedConfig):
 
 __all__ = [
     "ENCODER_FAMILIES",
+    "IMAGE_POOLINGS",
     "SCOT_VERSION",
     "ScotConfig",
     "check_encoder_config",

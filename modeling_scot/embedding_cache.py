@@ -32,7 +32,8 @@ NO_CAPTION = -1
 
 @dataclass
 class EmbeddingCache:
-    """Embeddings of the distinct images and texts of a dataset, indexed by the rows of its index dataset."""
+    """Embeddings of the distinct images and texts of a dataset, indexed by the rows of its index dataset: images
+    (N, D), or (N, K, D) vectors for a model whose V depends on the text (`ScotModel.pools_with_text`)."""
 
     image_embeds: torch.Tensor
     text_embeds: torch.Tensor
@@ -167,20 +168,25 @@ def memory_mapped_encode(
             return torch.empty(0, 0)
         tmp = merged.with_name(f"{prefix}.{os.getpid()}.tmp.npy")
         table = None
-        for number, embeds in enumerate(iter_chunks(folder, prefix, count, chunk_size, encode, progress)):
-            if table is None:
-                table = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(count, *embeds.shape[1:]))
-            table[number * chunk_size : number * chunk_size + len(embeds)] = embeds.float().numpy()
-        table.flush()
-        del table
-        os.replace(tmp, merged)
+        try:
+            for number, embeds in enumerate(iter_chunks(folder, prefix, count, chunk_size, encode, progress)):
+                if table is None:
+                    shape = (count, *embeds.shape[1:])
+                    table = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
+                table[number * chunk_size : number * chunk_size + len(embeds)] = embeds.float().numpy()
+            table.flush()
+            del table
+            os.replace(tmp, merged)
+        except BaseException:  # interrupted: the finished chunks stay for the next run, the partial table goes
+            tmp.unlink(missing_ok=True)
+            raise
     for path in folder.glob(f"{prefix}-*.safetensors"):  # merged: the chunks are no longer needed
         path.unlink(missing_ok=True)
     try:
         table = np.lib.format.open_memmap(merged, mode="r")  # a plain float array: never an object (pickled) one
     except (ValueError, OSError) as err:
         raise ValueError(f"cache file {merged} cannot be read ({err}): delete it to rebuild") from None
-    if table.ndim != 2 or table.dtype != np.float32 or table.shape[0] != count:
+    if table.ndim not in (2, 3) or table.dtype != np.float32 or table.shape[0] != count:
         raise ValueError(
             f"cache file {merged} holds a {table.dtype} table of shape {table.shape}, expected {count} float32 rows: "
             "delete it to rebuild"
@@ -234,7 +240,7 @@ def build_embedding_cache(
 
     key = hashlib.blake2b(digest_size=16)
     for part in (
-        encoder_fingerprint(model),
+        encoder_fingerprint(model) + (" image vectors" if model.pools_with_text else ""),
         processor.to_json_string(),
         dataset._fingerprint or "",
         json.dumps(list(image_table)),
@@ -252,6 +258,7 @@ def build_embedding_cache(
             processor,
             batch_size=image_batch_size,
             autocast_dtype=autocast_dtype,
+            vectors=model.pools_with_text,
             progress=False,
         )
 

@@ -157,6 +157,18 @@ def mean_pooled(image_vectors: torch.Tensor) -> torch.Tensor:
     return F.normalize(image_vectors.float().mean(dim=-2), dim=-1)
 
 
+def text_matched(image_vectors: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
+    """(B, D): for each row, the one of its K L2-normalised image vectors (B, K, D) closest to its text embedding
+    (B, D), the vector through which BLIP-2 would score that text against the image."""
+    if image_vectors.ndim != 3 or text_embeds.shape != (image_vectors.shape[0], image_vectors.shape[-1]):
+        raise ValueError(
+            f"text_matched pools (B, K, D) image vectors with (B, D) texts, got {tuple(image_vectors.shape)} "
+            f"and {tuple(text_embeds.shape)}"
+        )
+    best = torch.einsum("bkd,bd->bk", image_vectors.float(), text_embeds.float()).argmax(dim=-1)
+    return image_vectors[torch.arange(len(best), device=best.device), best]
+
+
 class Blip2Adapter(DualEncoderAdapter):
     """BLIP-2's retrieval model (`Blip2ForImageTextRetrieval`, the `blip2-itm-*` checkpoints), on its contrastive
     (ITC) path: the vision tower's patch features feed the Q-Former's learned query tokens, whose outputs, each
@@ -267,5 +279,6 @@ __all__ = [
     "adapter_class",
     "adapter_for",
     "mean_pooled",
+    "text_matched",
     "pooled_embedding",
 ]

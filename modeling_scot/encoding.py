@@ -116,10 +116,12 @@ def encode_images(
     batch_size: int = 64,
     autocast_dtype: torch.dtype | None = None,
     num_workers: int = 0,
+    vectors: bool = False,
     progress: bool | str = True,
 ) -> torch.Tensor:
-    """Embed images (PIL images, arrays or paths) in batches; returns (N, D) float32 on CPU. An image that cannot be
-    read raises its error (FileNotFoundError, or a ValueError naming it)."""
+    """Embed images (PIL images, arrays or paths) in batches; returns (N, D) float32 on CPU, or with `vectors` the
+    (N, K, D) image vectors. An image that cannot be read raises its error (FileNotFoundError, or a ValueError
+    naming it)."""
     processor = resolve_processor(model, processor)
     batches = [range(start, min(start + batch_size, len(images))) for start in _starts(len(images), batch_size)]
     chunks = []
@@ -128,11 +130,12 @@ def encode_images(
         for _, inputs, errors in image_loader(_ImageLoader(images), len(images), batches, processor, num_workers):
             if errors:
                 raise errors[0]
-            chunks.append(embed_image_inputs(model, inputs, autocast_dtype))
+            chunks.append(embed_image_inputs(model, inputs, autocast_dtype, vectors))
             bar.update(len(chunks[-1]))
     if chunks:
         return torch.cat(chunks)
-    return torch.empty(0, model.config.embed_dim)
+    rows = (model.encoder_adapter.vectors_per_image,) if vectors else ()
+    return torch.empty(0, *rows, model.config.embed_dim)
 
 
 class _ImageLoader:

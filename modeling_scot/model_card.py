@@ -27,6 +27,7 @@ CONFIG_FIELDS = (
     "learnable_temperature",
     "hard_negative_weight",
     "caption_negative_weight",
+    "image_pooling",
     "scot_version",
 )
 DEFAULT_MODEL_NAME = "scot-model"

@@ -22,7 +22,7 @@ from transformers.utils import ModelOutput, cached_file, logging
 
 from .activations import use_inference_activations
 from .configuration_scot import LEGACY_FIELDS, ScotConfig, check_encoder_family, one_line
-from .encoders import DualEncoderAdapter, adapter_class, adapter_for
+from .encoders import DualEncoderAdapter, adapter_class, adapter_for, text_matched
 from .losses import scot_contrastive_loss
 
 logger = logging.get_logger(__name__)
@@ -281,9 +281,25 @@ class ScotModel(PreTrainedModel):
 
     # ----- composition and loss -------------------------------------------------------------------
 
+    @property
+    def pools_with_text(self) -> bool:
+        """Whether V depends on the modification text: a multi-vector encoder with `image_pooling="text_matched"`
+        (its reference images are then embedded, and cached, as all K vectors)."""
+        return self.encoder_adapter.multi_vector and self.config.image_pooling == "text_matched"
+
+    def pool_image(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
+        """V (B, D) of reference images: (B, D) embeddings as they are, (B, K, D) vectors pooled as
+        `config.image_pooling` says (with `text_embeds` (B, D), the modification texts, for `text_matched`)."""
+        if image_embeds.ndim == 2:
+            return image_embeds
+        if self.pools_with_text:
+            return text_matched(image_embeds, text_embeds)
+        return self.encoder_adapter.pooled(image_embeds)
+
     def compose(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> ScotOutput:
-        """Run the Combiner on (cached) image and text embeddings of shape (B, D)."""
-        _check_tensor(image_embeds, "image_embeds", (2,), floating=True)
+        """Run the Combiner on (cached) image embeddings (B, D), or image vectors (B, K, D) that `pool_image`
+        pools, and text embeddings (B, D)."""
+        _check_tensor(image_embeds, "image_embeds", (2, 3), floating=True)
         _check_tensor(text_embeds, "text_embeds", (2,), floating=True)
         dim = self.config.embed_dim
         if image_embeds.shape[-1] != dim or text_embeds.shape[-1] != dim:
@@ -294,7 +310,8 @@ class ScotModel(PreTrainedModel):
         if image_embeds.shape[0] != text_embeds.shape[0]:
             raise ValueError(f"image_embeds has {image_embeds.shape[0]} rows but text_embeds has {text_embeds.shape[0]}")
         dtype = self.logit_scale.dtype
-        image_embeds, text_embeds = image_embeds.to(dtype), text_embeds.to(dtype)
+        image_embeds = self.pool_image(image_embeds, text_embeds).to(dtype)
+        text_embeds = text_embeds.to(dtype)
         query_embeds, weight = self.combiner(image_embeds, text_embeds)
         return ScotOutput(query_embeds=query_embeds, modality_weight=weight, image_embeds=image_embeds, text_embeds=text_embeds)
 
@@ -351,7 +368,7 @@ class ScotModel(PreTrainedModel):
         r"""Compose reference images with modification texts; add the SCOT loss when targets are given.
 
         Args:
-            pixel_values: (B, C, H, W) reference images, or give `image_embeds` (B, D) instead.
+            pixel_values: (B, C, H, W) reference images, or give `image_embeds` (B, D) or (B, K, D) instead.
             input_ids, attention_mask: (B, L) modification texts T_m, or give `text_embeds` (B, D).
             target_input_ids, target_attention_mask: (B, L) modified captions u (the positives),
                 or `target_embeds` (B, D).
@@ -364,7 +381,8 @@ class ScotModel(PreTrainedModel):
         if image_embeds is None:
             if pixel_values is None:
                 raise ValueError("give pixel_values or image_embeds for the reference images")
-            image_embeds = self.get_image_features(pixel_values, **image_kwargs)
+            embed = self.get_image_vectors if self.pools_with_text else self.get_image_features
+            image_embeds = embed(pixel_values, **image_kwargs)
         elif pixel_values is not None:
             raise ValueError("give either pixel_values or image_embeds, not both")
         text_embeds = self._embed_or_take(text_embeds, input_ids, attention_mask, "text")

@@ -16,7 +16,7 @@ from transformers.training_args import OptimizerNames, SaveStrategy
 
 from .checkpoints import last_complete_checkpoint
 from .collators import CachedEmbeddingCollator
-from .configuration_scot import ScotConfig
+from .configuration_scot import IMAGE_POOLINGS, ScotConfig
 from .datasets_io import open_dataset
 from .embedding_cache import build_embedding_cache
 from .evaluation.metrics import compute_text_retrieval_metrics
@@ -80,10 +80,19 @@ class ScotTrainArguments:
     caption_negative_weight: float = field(
         default=_config_default("caption_negative_weight"), metadata={"help": "Weight of the original caption (0 drops it)."}
     )
+    image_pooling: str = field(
+        default=_config_default("image_pooling"),
+        metadata={
+            "help": "V of a multi-vector encoder (BLIP-2): mean of its query vectors, or text_matched (the one "
+            "closest to the modification).",
+            "choices": list(IMAGE_POOLINGS),
+        },
+    )
 
     def config_overrides(self) -> dict:
         """The [`ScotConfig`] fields these arguments set."""
-        return {name: getattr(self, name) for name in ("temperature", "hard_negative_weight", "caption_negative_weight")}
+        names = ("temperature", "hard_negative_weight", "caption_negative_weight", "image_pooling")
+        return {name: getattr(self, name) for name in names}
 
 
 def load_triplets(source: str) -> DatasetDict:

@@ -67,7 +67,7 @@ class SplitImages:
 @dataclass
 class SplitEmbeddings:
     """A split's frozen embeddings: gallery (G, D), or (G, K, D) for a multi-vector encoder (BLIP-2); one pooled
-    reference row (the encoder's image embedding V) and one modification row per query."""
+    reference row (V, as the model pools a multi-vector encoder's vectors) and one modification row per query."""
 
     gallery: torch.Tensor
     references: torch.Tensor
@@ -95,11 +95,9 @@ def embed_split(model, split: CIRSplit, cache_dir: str | os.PathLike, options: M
         for query in split.queries
     ]
     references = torch.stack(rows) if rows else torch.empty(0, *gallery.shape[1:])
-    if references.ndim == 3:  # a multi-vector encoder's V pools its image's vectors
-        references = model.encoder_adapter.pooled(references)
     progress = options.get("progress", True) and "embedding texts"
     texts = encode_texts(model, split.texts, batch_size=options["batch_size"], progress=progress)
-    return SplitEmbeddings(gallery, references, texts)
+    return SplitEmbeddings(gallery, model.pool_image(references, texts), texts)
 
 
 def check_split(split: CIRSplit, predictions_dir: object) -> None:

@@ -31,8 +31,8 @@ def compose_query(model: ScotModel, image: ImageInput, text: str, method: CIRMet
     if method.needs_images:  # its own query-side image encoder: the large image tower never runs
         reference = load_image(image, "reference image")
         return ComposedQuery(method.queries(model, None, None, [text], [reference]).float().cpu(), None, None)
-    image_embeds = encode_images(model, [image], progress=False)
     text_embeds = encode_texts(model, [text], progress=False)
+    image_embeds = model.pool_image(encode_images(model, [image], vectors=True, progress=False), text_embeds)
     if not isinstance(method, ScotMethod):
         return ComposedQuery(method.queries(model, image_embeds, text_embeds, [text]).float().cpu(), image_embeds, None)
     output = model.eval().compose(image_embeds.to(model.device), text_embeds.to(model.device))

@@ -9,13 +9,14 @@ import torch.nn.functional as F
 from PIL import Image
 from transformers import BertTokenizer, Blip2Config, Blip2ForImageTextRetrieval, Blip2Model, BlipImageProcessor
 
-from modeling_scot import ScotModel, ScotProcessor, build_embedding_cache
+from modeling_scot import CachedEmbeddingCollator, ScotConfig, ScotModel, ScotProcessor, build_embedding_cache
 from modeling_scot.cli import main
+from modeling_scot.encoders import text_matched
 from modeling_scot.encoding import encode_images, encode_texts
 from modeling_scot.evaluation.cirr import load_cirr
 from modeling_scot.evaluation.scoring import compute_metrics
 from modeling_scot.methods import build_method
-from modeling_scot.retrieval import Gallery, GalleryIndex, ImageFiles, embed_gallery, faiss_available
+from modeling_scot.retrieval import Gallery, GalleryIndex, ImageFiles, compose_query, embed_gallery, faiss_available
 from tests.conftest import BLIP2_QUERY_TOKENS
 from tests.evaluation.benchmark_fixtures import make_cirr
 
@@ -163,3 +164,96 @@ def test_scot_eval_scores_the_baselines_against_each_images_best_query_vector(bl
         queries = build_method(name, "cirr").queries(blip2, references, texts)
         expected = compute_metrics(split, brute_force_max(queries, vectors).numpy())
         assert report["methods"][name] == pytest.approx(expected, abs=0.01), name
+
+
+# ----- V matched to the modification text ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def matched(tiny_blip2_dir) -> ScotModel:
+    torch.manual_seed(0)
+    return ScotModel.from_encoder(tiny_blip2_dir, combiner_dropout=0.0, image_pooling="text_matched").eval()
+
+
+def test_text_matched_v_is_the_query_vector_closest_to_the_modification(matched, triplet_dataset):
+    images, texts = triplet_dataset["image"][:4], triplet_dataset["modification"][:4]
+    vectors = encode_images(matched, images, vectors=True, progress=False)
+    text_embeds = encode_texts(matched, texts, progress=False)
+    closest = [max(range(BLIP2_QUERY_TOKENS), key=lambda k: float(vectors[row, k] @ text_embeds[row])) for row in range(4)]
+    expected = torch.stack([vectors[row, k] for row, k in enumerate(closest)])
+    assert torch.equal(matched.pool_image(vectors, text_embeds), expected)
+    pixels = matched.processor(images=images)["pixel_values"]
+    with torch.inference_mode():
+        from_pixels = matched(pixel_values=pixels, text_embeds=text_embeds, return_loss=False)
+        from_vector = matched.compose(expected, text_embeds)
+    assert torch.allclose(from_pixels.query_embeds, from_vector.query_embeds, atol=1e-5)
+    assert torch.allclose(from_pixels.image_embeds, expected, atol=1e-5)
+
+
+def test_the_mean_and_single_vector_encoders_ignore_the_text(blip2, tiny_clip_dir):
+    vectors = F.normalize(torch.randn(3, BLIP2_QUERY_TOKENS, blip2.config.embed_dim), dim=-1)
+    texts = F.normalize(torch.randn(3, blip2.config.embed_dim), dim=-1)
+    assert torch.allclose(blip2.pool_image(vectors, texts), F.normalize(vectors.mean(dim=1), dim=-1))
+    clip = ScotModel.from_encoder(tiny_clip_dir, image_pooling="text_matched")
+    assert not clip.pools_with_text
+    single = F.normalize(torch.randn(3, 1, clip.config.embed_dim), dim=-1)
+    assert torch.equal(clip.pool_image(single, texts[:, : clip.config.embed_dim]), single[:, 0])
+
+
+def test_a_text_matched_cache_keeps_every_query_vector_and_trains(matched, triplet_dataset, tmp_path):
+    cache, index = build_embedding_cache(matched, triplet_dataset, tmp_path / "cache", progress=False)
+    distinct = len(set(index["image_index"]))
+    assert cache.image_embeds.shape == (distinct, BLIP2_QUERY_TOKENS, matched.config.embed_dim)
+    pooled, _ = build_embedding_cache(
+        ScotModel.from_encoder(matched.config.encoder_name_or_path), triplet_dataset, tmp_path / "cache", progress=False
+    )
+    assert pooled.folder != cache.folder and pooled.image_embeds.shape == (distinct, matched.config.embed_dim)
+    batch = CachedEmbeddingCollator(cache)([index[row] for row in range(4)])
+    loss = matched.train()(**batch).loss
+    loss.backward()
+    matched.eval()
+    assert torch.isfinite(loss) and matched.combiner.image_projection[0].weight.grad is not None
+
+
+def test_scot_train_and_eval_take_the_pooling_and_save_it(tiny_blip2_dir, triplet_dataset, tmp_path, capsys):
+    triplet_dataset.save_to_disk(str(tmp_path / "triplets"))
+    argv = ["train", "--clip", tiny_blip2_dir, "--dataset", str(tmp_path / "triplets"), "--output",
+            str(tmp_path / "run"), "--batch-size", "4", "--num_train_epochs", "1", "--image-pooling", "text_matched"]
+    assert main(argv) == 0, capsys.readouterr().err
+    model = ScotModel.from_pretrained(tmp_path / "run" / "model")
+    assert model.config.image_pooling == "text_matched" and model.pools_with_text
+    with pytest.raises(SystemExit):
+        main([*argv[:-1], "max"])
+    assert "invalid choice: 'max'" in capsys.readouterr().err
+
+
+def test_an_unknown_pooling_is_refused_by_name():
+    with pytest.raises(ValueError, match=r"ScotConfig.image_pooling must be one of \['mean', 'text_matched'\], got 'max'"):
+        ScotConfig(image_pooling="max")
+
+
+def test_queries_and_eval_pool_each_reference_with_its_own_modification(matched, triplet_dataset, tmp_path, capsys):
+    image, text = triplet_dataset["image"][0], triplet_dataset["modification"][0]
+    vectors = encode_images(matched, [image], vectors=True, progress=False)
+    texts = encode_texts(matched, [text], progress=False)
+    expected = text_matched(vectors, texts)
+    query = compose_query(matched, image, text, "scot")
+    assert torch.allclose(query.image_embeds, expected, atol=1e-6)
+    with torch.inference_mode():
+        composed = matched.compose(expected, texts)
+    assert torch.allclose(query.query_embeds, composed.query_embeds, atol=1e-5)
+
+    matched.save_pretrained(tmp_path / "model")
+    root = make_cirr(tmp_path / "cirr")
+    code = main(["eval", "--model", str(tmp_path / "model"), "--benchmark", "cirr", "--data-root", str(root),
+                 "--split", "val", "--method", "image", "--output", str(tmp_path / "metrics.json"),
+                 "--cache-dir", str(tmp_path / "cache")])
+    assert code == 0, capsys.readouterr().err
+    split = load_cirr(root, "val")
+    pixels = matched.processor(images=[split.open_image(image_id) for image_id in split.gallery])["pixel_values"]
+    gallery = matched.get_image_vectors(pixels)
+    references = gallery[[split.gallery_index[query.reference] for query in split.queries]]
+    references = text_matched(references, encode_texts(matched, split.texts, progress=False))
+    expected_metrics = compute_metrics(split, brute_force_max(references, gallery).numpy())
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    assert report["methods"]["image"] == pytest.approx(expected_metrics, abs=0.01)

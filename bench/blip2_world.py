@@ -4,9 +4,9 @@
     python bench/blip2_world.py --encoder /tmp/world-blip2 --seeds 0 --output /tmp/blip2-world.json
 
 Per seed and per `image_pooling` (how the reference's K query vectors become V):
-- `mean`: their normalised mean, one vector per image whatever the text (the default);
-- `text_matched`: the query vector most similar to the modification text T_m (the training cache then keeps all
-  K vectors of each image);
+- `text_matched` (the default): the query vector most similar to the modification text T_m (the training cache
+  then keeps all K vectors of each image);
+- `mean`: their normalised mean, one vector per image whatever the text;
 the quickstart's rule-written triplets and training settings train a Combiner on the BLIP-2 retrieval model's
 embeddings, then every training-free method and SCOT are scored on the world benchmark's test split through
 `evaluate_world` (gallery images scored by their best query vector; Slerp's alpha chosen on the validation split

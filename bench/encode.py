@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> dict:
             make_images(args.images, args.make_images)
         paths = image_files([args.images])
         texts = make_texts(args.texts)
-        result |= {"num_workers": args.num_workers, **measure_files(config, shipped_processor(args.model_config),
+        result |= {"num_workers": args.num_workers, "compile": args.compile, **measure_files(config, shipped_processor(args.model_config),
                                                                      paths, texts, dtype, args)}
     text = json.dumps(result)
     print(text)

@@ -141,10 +141,11 @@ class ScotConfig(PreTrainedConfig):
         caption_negative_weight (`float`):
             Weight w_c of the original caption in the loss denominator (0 drops it).
         image_pooling (`str`):
-            How the K image vectors of a multi-vector encoder (BLIP-2's query tokens) become V: `"mean"`, their
-            normalised mean (one vector per image, whatever the text), or `"text_matched"`, the vector closest to
-            the modification text T_m (as BLIP-2 scores text against an image; the training cache then keeps all
-            K vectors). Encoders with one vector per image ignore it.
+            How the K image vectors of a multi-vector encoder (BLIP-2's query tokens) become V: `"text_matched"`
+            (the default), the vector closest to the modification text T_m, the one through which BLIP-2 scores
+            that text against the image and the only one its contrastive training aligns with text (the training
+            cache then keeps all K vectors of each image); or `"mean"`, their normalised mean, one vector per image
+            whatever the text. Encoders with one vector per image ignore it.
         scot_version (`str`):
             Version of `modeling_scot` that wrote this config.
 
@@ -166,7 +167,7 @@ class ScotConfig(PreTrainedConfig):
     max_logit_scale: float = 100.0
     hard_negative_weight: float = 1.0
     caption_negative_weight: float = 1.0
-    image_pooling: str = "mean"
+    image_pooling: str = "text_matched"
     scot_version: str = SCOT_VERSION
 
     def __post_init__(self, **kwargs):

@@ -175,12 +175,19 @@ def encode_texts(
     return embeds
 
 
+def encode_references(model: ScotModel, images: Sequence, text_embeds: torch.Tensor) -> torch.Tensor:
+    """V (N, D) of reference images as the model's Combiner reads it: a multi-vector encoder's vectors pooled as
+    `config.image_pooling` says, with `text_embeds` (N, D) the modification texts' embeddings."""
+    return model.pool_image(encode_images(model, images, vectors=True, progress=False), text_embeds)
+
+
 __all__ = [
     "DecodedImages",
     "PreprocessBatch",
     "autocast_context",
     "embed_image_inputs",
     "encode_images",
+    "encode_references",
     "encode_texts",
     "image_loader",
     "resolve_processor",

@@ -83,8 +83,8 @@ class ScotTrainArguments:
     image_pooling: str = field(
         default=_config_default("image_pooling"),
         metadata={
-            "help": "V of a multi-vector encoder (BLIP-2): mean of its query vectors, or text_matched (the one "
-            "closest to the modification).",
+            "help": "V of a multi-vector encoder (BLIP-2): text_matched, the query vector closest to the "
+            "modification, or mean, the mean of its query vectors.",
             "choices": list(IMAGE_POOLINGS),
         },
     )

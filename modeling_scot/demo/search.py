@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 import torch
 from PIL import Image
 
-from ..encoding import encode_images, encode_texts
+from ..encoding import encode_references, encode_texts
 from ..methods import METHODS, ScotMethod, build_method
 from ..modeling_scot import ScotModel
 from ..processing_scot import ImageInput, load_image
@@ -83,8 +83,8 @@ def compose_queries(
 ) -> list[ComposedQuery]:
     """The query of each (image, text, method name), like `compose_query`, with all the images embedded in one
     batch and all the texts in another; `method_settings` by method name (LinCIR's `model_path`)."""
-    image_embeds = encode_images(model, images, progress=False)
     text_embeds = encode_texts(model, texts, progress=False)
+    image_embeds = encode_references(model, images, text_embeds)
     query_embeds, weights = torch.empty_like(image_embeds), [None] * len(methods)
     for name in dict.fromkeys(methods):
         rows = [row for row, method in enumerate(methods) if method == name]

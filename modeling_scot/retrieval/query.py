@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..encoding import encode_images, encode_texts
+from ..encoding import encode_references, encode_texts
 from ..methods import CIRMethod, ScotMethod, build_method
 from ..modeling_scot import ScotModel
 from ..processing_scot import ImageInput, load_image
@@ -32,7 +32,7 @@ def compose_query(model: ScotModel, image: ImageInput, text: str, method: CIRMet
         reference = load_image(image, "reference image")
         return ComposedQuery(method.queries(model, None, None, [text], [reference]).float().cpu(), None, None)
     text_embeds = encode_texts(model, [text], progress=False)
-    image_embeds = model.pool_image(encode_images(model, [image], vectors=True, progress=False), text_embeds)
+    image_embeds = encode_references(model, [image], text_embeds)
     if not isinstance(method, ScotMethod):
         return ComposedQuery(method.queries(model, image_embeds, text_embeds, [text]).float().cpu(), image_embeds, None)
     output = model.eval().compose(image_embeds.to(model.device), text_embeds.to(model.device))

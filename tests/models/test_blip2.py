@@ -11,6 +11,7 @@ from transformers import BertTokenizer, Blip2Config, Blip2ForImageTextRetrieval,
 
 from modeling_scot import CachedEmbeddingCollator, ScotConfig, ScotModel, ScotProcessor, build_embedding_cache
 from modeling_scot.cli import main
+from modeling_scot.demo.search import compose_queries
 from modeling_scot.encoders import text_matched
 from modeling_scot.encoding import encode_images, encode_texts
 from modeling_scot.evaluation.cirr import load_cirr
@@ -25,8 +26,9 @@ BASELINES = ("image", "text", "sum", "slerp")
 
 @pytest.fixture(scope="module")
 def blip2(tiny_blip2_dir) -> ScotModel:
+    """V pooled as the mean of the query vectors, one vector per image."""
     torch.manual_seed(0)
-    return ScotModel.from_encoder(tiny_blip2_dir, combiner_dropout=0.0).eval()
+    return ScotModel.from_encoder(tiny_blip2_dir, combiner_dropout=0.0, image_pooling="mean").eval()
 
 
 def brute_force_max(queries: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
@@ -171,11 +173,13 @@ def test_scot_eval_scores_the_baselines_against_each_images_best_query_vector(bl
 
 @pytest.fixture(scope="module")
 def matched(tiny_blip2_dir) -> ScotModel:
+    """The default pooling: V is the query vector closest to the modification."""
     torch.manual_seed(0)
-    return ScotModel.from_encoder(tiny_blip2_dir, combiner_dropout=0.0, image_pooling="text_matched").eval()
+    return ScotModel.from_encoder(tiny_blip2_dir, combiner_dropout=0.0).eval()
 
 
 def test_text_matched_v_is_the_query_vector_closest_to_the_modification(matched, triplet_dataset):
+    assert matched.config.image_pooling == "text_matched" and matched.pools_with_text
     images, texts = triplet_dataset["image"][:4], triplet_dataset["modification"][:4]
     vectors = encode_images(matched, images, vectors=True, progress=False)
     text_embeds = encode_texts(matched, texts, progress=False)
@@ -205,7 +209,10 @@ def test_a_text_matched_cache_keeps_every_query_vector_and_trains(matched, tripl
     distinct = len(set(index["image_index"]))
     assert cache.image_embeds.shape == (distinct, BLIP2_QUERY_TOKENS, matched.config.embed_dim)
     pooled, _ = build_embedding_cache(
-        ScotModel.from_encoder(matched.config.encoder_name_or_path), triplet_dataset, tmp_path / "cache", progress=False
+        ScotModel.from_encoder(matched.config.encoder_name_or_path, image_pooling="mean"),
+        triplet_dataset,
+        tmp_path / "cache",
+        progress=False,
     )
     assert pooled.folder != cache.folder and pooled.image_embeds.shape == (distinct, matched.config.embed_dim)
     batch = CachedEmbeddingCollator(cache)([index[row] for row in range(4)])
@@ -218,10 +225,10 @@ def test_a_text_matched_cache_keeps_every_query_vector_and_trains(matched, tripl
 def test_scot_train_and_eval_take_the_pooling_and_save_it(tiny_blip2_dir, triplet_dataset, tmp_path, capsys):
     triplet_dataset.save_to_disk(str(tmp_path / "triplets"))
     argv = ["train", "--clip", tiny_blip2_dir, "--dataset", str(tmp_path / "triplets"), "--output",
-            str(tmp_path / "run"), "--batch-size", "4", "--num_train_epochs", "1", "--image-pooling", "text_matched"]
+            str(tmp_path / "run"), "--batch-size", "4", "--num_train_epochs", "1", "--image-pooling", "mean"]
     assert main(argv) == 0, capsys.readouterr().err
     model = ScotModel.from_pretrained(tmp_path / "run" / "model")
-    assert model.config.image_pooling == "text_matched" and model.pools_with_text
+    assert model.config.image_pooling == "mean" and not model.pools_with_text
     with pytest.raises(SystemExit):
         main([*argv[:-1], "max"])
     assert "invalid choice: 'max'" in capsys.readouterr().err
@@ -242,6 +249,11 @@ def test_queries_and_eval_pool_each_reference_with_its_own_modification(matched,
     with torch.inference_mode():
         composed = matched.compose(expected, texts)
     assert torch.allclose(query.query_embeds, composed.query_embeds, atol=1e-5)
+    images, modifications = triplet_dataset["image"][:3], triplet_dataset["modification"][:3]
+    for batched, image, text in zip(compose_queries(matched, images, modifications, ["scot"] * 3), images, modifications):
+        alone = compose_query(matched, image, text, "scot")  # the demo's batches pool as one query does
+        assert torch.allclose(batched.image_embeds, alone.image_embeds, atol=1e-5)
+        assert torch.allclose(batched.query_embeds, alone.query_embeds, atol=1e-5)
 
     matched.save_pretrained(tmp_path / "model")
     root = make_cirr(tmp_path / "cirr")

@@ -35,10 +35,10 @@ class QuickstartSettings:
     field as an option."""
 
     seed: int = field(default=0, metadata={"help": "Drives every random choice of the training and test data."})
-    num_scenes: int = field(default=5000, metadata={"help": "Training scenes (edits_per_scene triplets each)."})
+    num_scenes: int = field(default=10000, metadata={"help": "Training scenes (edits_per_scene triplets each)."})
     edits_per_scene: int = field(default=8, metadata={"help": "Rule-written triplets per training scene."})
     num_hard_negatives: int = field(default=1, metadata={"help": "Hard-negative captions per triplet."})
-    epochs: int = field(default=16, metadata={"help": "Combiner training epochs."})
+    epochs: int = field(default=8, metadata={"help": "Combiner training epochs."})
     batch_size: int = field(default=256, metadata={"help": "Triplets per training batch."})
     learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate of the Combiner."})
     temperature: float = field(default=0.2, metadata={"help": "Softmax temperature of the contrastive loss."})

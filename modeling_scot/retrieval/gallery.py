@@ -224,4 +224,5 @@ def embed_gallery(
     )  # fmt: skip
     return Gallery.load(folder)
 
+
 __all__ = ["embed_gallery", "embed_gallery_folder"]

@@ -174,7 +174,8 @@ class Blip2Adapter(DualEncoderAdapter):
     (ITC) path: the vision tower's patch features feed the Q-Former's learned query tokens, whose outputs, each
     projected by `vision_projection` and L2-normalised, are the image's K vectors (B, K, D); text runs through
     the Q-Former's own text path and `text_projection` of its first ([CLS]) token, (B, D). Text scores an image
-    by its best query vector. The pooled image embedding V is `mean_pooled` over the K vectors."""
+    by its best query vector. Its pooled image embedding is `mean_pooled` over the K vectors; the V a SCOT model
+    reads follows `ScotConfig.image_pooling` (by default `text_matched`, see `ScotModel.pool_image`)."""
 
     family = "blip-2"
     multi_vector = True

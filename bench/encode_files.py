@@ -7,6 +7,7 @@ import random
 import resource
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -156,7 +157,7 @@ def measure_files(
     with tempfile.TemporaryDirectory() as cache:
         seconds = timed(lambda: embed_gallery(model, ImageFiles(paths), cache, batch_size=args.batch_size,
                                               num_workers=args.num_workers, progress=False))
-    encode = lambda: encode_texts(model, texts, batch_size=args.text_batch_size, progress=False)  # noqa: E731
+    encode = partial(encode_texts, model, texts, batch_size=args.text_batch_size, progress=False)
     if args.compile:  # compiled once per text length first, as the images were in the warm-up
         encode()
     ours_texts = len(texts) / timed(encode)

@@ -10,7 +10,8 @@ The server is `scot demo` in a subprocess on 127.0.0.1 with its own $SCOT_HOME (
 world with a fresh Combiner (seed 0): offline, and as costly per query as a trained one.
 
 Report: `single` and `concurrent` ({queries, errors, p50_s, p95_s, max_s}), `errors` (all queries),
-`rss_after_50_mb` / `rss_after_500_mb` (server memory after the first and the last concurrent round),
+`cpu_ms_per_query` (CPU the server and the client threads spent per concurrent query, and the cores they
+share), `rss_after_50_mb` / `rss_after_500_mb` (server memory after the first and the last concurrent round),
 `server_log_errors` (tracebacks and HTTP protocol errors in the server's log during the queries),
 `large_uploads` (images over the pixel limit: refused with a message, seconds, growth of the server's peak
 memory) and `file_route_probes` ({tried, refused, leaked}: requests for files the app must not serve).
@@ -22,6 +23,7 @@ import argparse
 import http.client
 import json
 import os
+import resource
 import socket
 import statistics
 import subprocess
@@ -104,6 +106,15 @@ def memory_mb(pid: int, field: str = "VmRSS") -> float:
         if line.startswith(field + ":"):
             return round(int(line.split()[1]) / 1024, 1)
     raise ValueError(f"/proc/{pid}/status has no {field}")
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """CPU seconds (user + system) that process `pid` has used so far; None: this process, all its threads."""
+    if pid is None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime and stime, in clock ticks
 
 
 def log_errors(log: Path) -> dict:
@@ -358,11 +369,18 @@ def run(
         clients = Clients(url)
         report["single"] = latency_summary([one_query(clients, job) for job in jobs[:single]])
         rounds, results = [], []
+        cpu_before = cpu_seconds(server.pid), cpu_seconds()
         with ThreadPoolExecutor(concurrency) as pool:
             for start in range(0, queries, concurrency):
                 results += pool.map(lambda job: one_query(clients, job), jobs[start : start + concurrency])
                 rounds.append(memory_mb(server.pid))
+        server_cpu, client_cpu = cpu_seconds(server.pid) - cpu_before[0], cpu_seconds() - cpu_before[1]
         report["concurrent"] = latency_summary(results)
+        report["cpu_ms_per_query"] = {
+            "server": round(1000 * server_cpu / queries, 1),
+            "clients": round(1000 * client_cpu / queries, 1),
+            "cores": os.cpu_count(),
+        }
         report["concurrency"] = concurrency
         report["errors"] = report["single"]["errors"] + report["concurrent"]["errors"]
         report["rss_after_50_mb"], report["rss_after_500_mb"] = rounds[0], rounds[-1]

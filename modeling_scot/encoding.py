@@ -176,9 +176,11 @@ def encode_texts(
 
 
 def encode_references(model: ScotModel, images: Sequence, text_embeds: torch.Tensor) -> torch.Tensor:
-    """V (N, D) of reference images as the model's Combiner reads it: a multi-vector encoder's vectors pooled as
-    `config.image_pooling` says, with `text_embeds` (N, D) the modification texts' embeddings."""
-    return model.pool_image(encode_images(model, images, vectors=True, progress=False), text_embeds)
+    """V (N, D) of reference images as the model's Combiner reads it: the pooled image embeddings, or for a model
+    that pools with the text (`ScotModel.pools_with_text`) the vectors matched to `text_embeds` (N, D), the
+    modification texts' embeddings."""
+    image_embeds = encode_images(model, images, vectors=model.pools_with_text, progress=False)
+    return model.pool_image(image_embeds, text_embeds)
 
 
 __all__ = [

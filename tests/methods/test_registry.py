@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -73,6 +75,22 @@ def test_scores_are_cosines_of_the_queries():
     image, text, gallery = _embeds()
     method = Slerp(alpha=0.3)
     assert torch.allclose(method.score(None, image, text, gallery), slerp(image, text, 0.3) @ gallery.T)
+
+
+def test_slerp_walks_the_great_circle():
+    e1, e2 = torch.eye(3)[:1], torch.eye(3)[1:2]
+    third = slerp(e1, e2, 1 / 3)  # a third of the way along 90 degrees: 30 degrees from the image embedding
+    assert torch.allclose(third, torch.tensor([[math.cos(math.pi / 6), math.sin(math.pi / 6), 0.0]]), atol=1e-6)
+    assert torch.allclose(slerp(e1, e2, 0.0), e1) and torch.allclose(slerp(e1, e2, 1.0), e2, atol=1e-6)
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e-7, 1e-5])
+def test_slerp_of_nearly_parallel_embeddings_is_the_normalised_linear_mix(offset):
+    image = torch.tensor([[1.0, 0.0, 0.0]])
+    text = F.normalize(torch.tensor([[1.0, offset, 0.0]]), dim=-1)
+    mixed = slerp(image, text, 0.8)
+    assert torch.isfinite(mixed).all()
+    assert torch.allclose(mixed, F.normalize(0.2 * image + 0.8 * text, dim=-1), atol=1e-6)
 
 
 def test_scot_queries_are_the_combiner_in_batches(scot_model):

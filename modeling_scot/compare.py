@@ -262,7 +262,20 @@ def comparison_table(summary: dict) -> str:
     ]
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(str(value).rjust(width) for value, width in zip(row, widths)) for row in [header, *rows]]
-    return "\n".join([f"seeds {summary['seeds']} (mean±std over seeds)", *lines])
+    return "\n".join([f"seeds {summary['seeds']} (mean±std over seeds)", *lines, *_settings_lines(summary)])
+
+
+def _settings_lines(summary: dict) -> list[str]:
+    """One line per method that has settings: the values each seed ran with (trained folders left out) and how
+    they were chosen."""
+    lines = []
+    for name, values in summary["methods"].items():
+        per_seed = values["settings_per_seed"]
+        shown = [", ".join(f"{k}={v}" for k, v in seed.items() if k not in ("chosen_by", "model_path")) for seed in per_seed]
+        if any(shown):
+            chosen_by = sorted({seed.get("chosen_by", "given") for seed in per_seed})
+            lines.append(f"settings of {name}: {' / '.join(shown)} (seeds {summary['seeds']}; {', '.join(chosen_by)})")
+    return lines
 
 
 __all__ = ["CompareSettings", "comparison_table", "query_cost", "run_comparison", "summarise", "trained_methods"]

@@ -30,7 +30,10 @@ def test_summary_is_mean_spread_and_per_seed_values():
     assert scot["recall@1_by_edit_type"]["add"]["mean"] == 52.0
     assert (scot["trainable_parameters"], scot["query_gflops"]) == (7, 0.5)
     table = comparison_table(summary)
-    assert "52.0±2.8" in table and "R@1 add" in table.splitlines()[1]
+    assert "52.0±2.8" in table and "R@1 add" in table.splitlines()[1] and "settings of" not in table
+    slerp = [_row(30.0) | {"settings": {"alpha": alpha, "chosen_by": "validation"}} for alpha in (0.4, 0.3)]
+    summary = summarise(CompareSettings(seeds=[0, 1]), {0: {"slerp": slerp[0]}, 1: {"slerp": slerp[1]}})
+    assert comparison_table(summary).splitlines()[-1] == "settings of slerp: alpha=0.4 / alpha=0.3 (seeds [0, 1]; validation)"
 
 
 @pytest.mark.parametrize(

@@ -47,18 +47,27 @@ def add_method_options(parser: argparse.ArgumentParser, trained: bool = True) ->
             parser.add_argument(f"--{name}", metavar="DIR", help=f"{what}: makes --method {name} available")
 
 
-def trained_method_settings(args: argparse.Namespace, methods: Sequence[str]) -> dict:
-    """The settings (`model_path`) of the methods whose folders `--lincir` / `--isa` give; refuses `--method NAME`
-    without its folder."""
+def add_slerp_option(parser: argparse.ArgumentParser, default: str) -> None:
+    """`--slerp-alpha`, Slerp's text weight; `default` says what it is when not given."""
+    parser.add_argument("--slerp-alpha", type=float, help=f"Slerp's text weight, 0 to 1 (default: {default})")
+
+
+def method_settings(args: argparse.Namespace, methods: Sequence[str]) -> dict:
+    """Settings fixed on the command line: `--slerp-alpha`, and the folders (`model_path`) that `--lincir` /
+    `--isa` give; refuses `--method NAME` without its folder."""
     settings = {}
     for name, what in TRAINED_FOLDERS.items():
-        folder = getattr(args, name)
+        folder = getattr(args, name, None)
         if name in methods and not folder:
             raise ValueError(f"--method {name} needs --{name} DIR, the {what}")
         if folder and not Path(folder).is_dir():
             raise FileNotFoundError(f"--{name} {folder!r} is not a folder (the {what})")
         if folder:
             settings[name] = {"model_path": folder}
+    if getattr(args, "slerp_alpha", None) is not None:
+        if not 0.0 <= args.slerp_alpha <= 1.0:
+            raise ValueError(f"--slerp-alpha must be in [0, 1], got {args.slerp_alpha}")
+        settings["slerp"] = {"alpha": args.slerp_alpha}
     return settings
 
 

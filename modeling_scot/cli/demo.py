@@ -6,7 +6,7 @@ import argparse
 import os
 
 from ..demo.settings import INDEX_ENV, MODEL_ENV, DemoSettings
-from .common import add_method_options, add_runtime_options
+from .common import add_method_options, add_runtime_options, add_slerp_option
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
@@ -46,6 +46,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         image_tower=args.image_tower,
         lincir=args.lincir,
         isa=args.isa,
+        slerp_alpha=args.slerp_alpha,
     )
     launch_app(create_app(settings), host, port)
     return 0
@@ -73,6 +74,7 @@ def add_demo_parser(subparsers: argparse._SubParsersAction) -> None:
         help=f"address to listen on; 0.0.0.0 serves other machines (default: ${HOST_ENV}, else {DEFAULT_HOST})",
     )
     add_method_options(parser)
+    add_slerp_option(parser, "$SCOT_DEMO_SLERP_ALPHA, else on the world's gallery the quickstart's validation-tuned value, else 0.8")
     add_runtime_options(parser, batch_size=64)
     parser.set_defaults(handler=cmd_demo)
 

@@ -26,7 +26,7 @@ from ..methods import DEFAULT_METHOD_NAMES, METHOD_NAMES
 from ..quickstart import scot_home
 from ..runtime import load_model
 from ..world.export import export_cirr
-from .common import TRAINED_FOLDERS, add_compile_option, add_method_options, add_runtime_options, print_report, trained_method_settings
+from .common import TRAINED_FOLDERS, add_compile_option, add_method_options, add_runtime_options, add_slerp_option, method_settings, print_report
 
 logger = logging.getLogger(__name__)
 
@@ -87,17 +87,6 @@ def chosen_methods(args: argparse.Namespace) -> tuple[str, ...]:
     if args.method:
         return tuple(dict.fromkeys(args.method))
     return DEFAULT_METHOD_NAMES + tuple(name for name in TRAINED_FOLDERS if getattr(args, name))
-
-
-def method_settings(args: argparse.Namespace, methods: Sequence[str]) -> dict:
-    """Settings fixed on the command line (`--slerp-alpha`, `--lincir`, `--isa`); the rest follow the benchmark or
-    its validation split."""
-    settings = trained_method_settings(args, methods)
-    if args.slerp_alpha is None:
-        return settings
-    if not 0.0 <= args.slerp_alpha <= 1.0:
-        raise ValueError(f"--slerp-alpha must be in [0, 1], got {args.slerp_alpha}")
-    return {**settings, "slerp": {"alpha": args.slerp_alpha}}
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -177,11 +166,9 @@ def add_eval_parsers(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument(
         "--save-predictions", metavar="DIR", help="write ranked lists, or the test-server files, into DIR/<method>/"
     )
-    evaluate.add_argument(
-        "--slerp-alpha",
-        type=float,
-        help="Slerp's text weight (default: its paper's value for the benchmark, 0.9 CIRR, 0.8 FashionIQ and CIRCO; "
-        "on the world, tuned on the validation split)",
+    add_slerp_option(
+        evaluate, "its paper's value for the benchmark, 0.9 CIRR, 0.8 FashionIQ and CIRCO; on the world, tuned on the "
+        "validation split"
     )
     evaluate.add_argument("--cache-dir", help="gallery embedding cache (default: $SCOT_HOME/embeddings)")
     evaluate.add_argument("--num-workers", type=int, default=2, help="processes decoding images while the model runs")

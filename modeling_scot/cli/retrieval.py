@@ -15,7 +15,7 @@ from ..retrieval.index import KINDS, GalleryIndex, resolve_kind
 from ..retrieval.indexing import check_encoder, load_model_and_fingerprint, write_index
 from ..retrieval.query import compose_query, search_query
 from ..retrieval.sources import ImageFiles, WorldGallery
-from .common import add_compile_option, add_method_options, add_runtime_options, trained_method_settings
+from .common import add_compile_option, add_method_options, add_runtime_options, add_slerp_option, method_settings
 
 
 def cmd_index(args: argparse.Namespace) -> int:
@@ -94,6 +94,7 @@ def _table(report: dict) -> str:
     weight = report["modality_weight"]
     lines = [
         f"query: image {report['image']}, text {report['text']!r}, method {report['method']}"
+        + "".join(f", {name} {value}" for name, value in report["settings"].items())
         + ("" if weight is None else f", modality weight {weight:.3f} (text) / {1 - weight:.3f} (image)"),
         f"{'rank':>4}  {'score':>7}  id",
     ]
@@ -105,11 +106,12 @@ def cmd_search(args: argparse.Namespace) -> int:
     """Search an index built by `scot index` with a composed query: a reference image and a modification text."""
     if not Path(args.image).is_file():
         raise FileNotFoundError(f"--image {args.image!r} does not exist")
-    settings = trained_method_settings(args, [args.method]).get(args.method, {})
+    settings = method_settings(args, [args.method]).get(args.method, {})
     index = GalleryIndex.load(args.index)
     model, fingerprint = load_model_and_fingerprint(args.model, args.device, args.dtype, args.image_tower)
     check_encoder(index, fingerprint, args.index, args.model)
-    query = compose_query(model, args.image, args.text, build_method(args.method, **settings))
+    method = build_method(args.method, **settings)
+    query = compose_query(model, args.image, args.text, method)
     scores, ids = search_query(index, query, args.k, args.exclude or ())
     results = [
         {"rank": rank, "id": item, "score": round(score, 6)} for rank, (item, score) in enumerate(zip(ids, scores), start=1)
@@ -119,6 +121,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         "image": str(args.image),
         "text": args.text,
         "method": args.method,
+        "settings": method.settings(),
         "k": args.k,
         "modality_weight": query.modality_weight,
         "results": results,
@@ -143,6 +146,7 @@ def add_search_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--exclude", action="append", metavar="ID", help="gallery id never to return (repeatable)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     add_method_options(parser)
+    add_slerp_option(parser, "0.8, as its paper on FashionIQ and CIRCO")
     add_runtime_options(parser, batch_size=1)
     parser.set_defaults(handler=cmd_search)
 

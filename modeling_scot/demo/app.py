@@ -3,7 +3,7 @@
 One public endpoint, `search` (api_name "search"): inputs `image` (an image file), `text`, `k`, `method`
 (scot, image, text, sum, slerp) and `hide_reference`; outputs the result gallery (images captioned with
 rank and score), the modality weight (`{"text": w, "image": 1 - w}` for scot, else None) and a JSON report
-(`method`, `modality_weight`, `hidden`, `results`: rank, id, score).
+(`method`, `settings` it ran with, `modality_weight`, `hidden`, `results`: rank, id, score).
 
 Up to CONCURRENCY_LIMIT searches run at once and share model batches (see DemoSearch). Gradio does not decode
 the uploaded image: the search reads it with `load_image`, so the page refuses the images the CLI refuses
@@ -157,7 +157,8 @@ def create_app(settings: DemoSettings | None = None) -> gradio.Blocks:
     quickstart model and indexing the world's gallery first when they are the defaults and missing)."""
     import_gradio()
     settings = settings or DemoSettings.from_env()
-    search = DemoSearch(*load_resources(settings), method_settings=settings.method_settings())
+    model, index, method_settings = load_resources(settings)
+    search = DemoSearch(model, index, method_settings=method_settings)
     return build_app(search, world_examples(search.index.source, scot_home() / "demo" / "examples"))
 
 

@@ -34,14 +34,30 @@ def quickstart_model(folder: Path, device_name: str = "auto", dtype_name: str = 
     return model
 
 
-def world_benchmark_of(model: str) -> tuple[int, int]:
-    """The (seed, queries) of the world benchmark that the quickstart which trained `model` evaluated it on
-    (its `results.json` beside the model folder), else (WORLD_SEED, WORLD_QUERIES)."""
+def quickstart_results(model: str) -> dict:
+    """The `results.json` of the quickstart that trained `model` (beside the model folder), else {}."""
     results = Path(model).parent / RESULTS_FILE
     if not Path(model).is_dir() or not results.is_file():
-        return WORLD_SEED, WORLD_QUERIES
-    settings = json.loads(results.read_text(encoding="utf-8")).get("settings", {})
+        return {}
+    return json.loads(results.read_text(encoding="utf-8"))
+
+
+def world_benchmark_of(model: str) -> tuple[int, int]:
+    """The (seed, queries) of the world benchmark that the quickstart which trained `model` evaluated it on,
+    else (WORLD_SEED, WORLD_QUERIES)."""
+    settings = quickstart_results(model).get("settings", {})
     return settings.get("seed", WORLD_SEED), settings.get("test_queries", WORLD_QUERIES)
+
+
+def validation_tuned_settings(model: str) -> dict[str, dict]:
+    """The method settings that the quickstart which trained `model` chose on its world's validation split
+    (Slerp's alpha), by method; {} without such a quickstart."""
+    by_method = quickstart_results(model).get("settings_by_method", {})
+    return {
+        name: {key: value for key, value in settings.items() if key != "chosen_by"}
+        for name, settings in by_method.items()
+        if settings.get("chosen_by") == "validation"
+    }
 
 
 def world_index(model: ScotModel, fingerprint: str, seed: int, queries: int, batch_size: int) -> GalleryIndex:
@@ -58,8 +74,9 @@ def world_index(model: ScotModel, fingerprint: str, seed: int, queries: int, bat
     return index
 
 
-def load_resources(settings: DemoSettings) -> tuple[ScotModel, GalleryIndex]:
-    """The model in eval mode and the gallery index the settings name (checked to come from the same encoder)."""
+def load_resources(settings: DemoSettings) -> tuple[ScotModel, GalleryIndex, dict[str, dict]]:
+    """The model in eval mode, the gallery index the settings name (checked to come from the same encoder) and
+    the method settings: those given, over, on the default world gallery, what its quickstart tuned."""
     settings.check()
     model_name = settings.model or str(quickstart_model(scot_home() / "quickstart", settings.device, settings.dtype))
     try:
@@ -70,10 +87,11 @@ def load_resources(settings: DemoSettings) -> tuple[ScotModel, GalleryIndex]:
         raise ValueError(f"cannot load the model {model_name!r}: {err}") from err
     if settings.index is None:
         seed, queries = world_benchmark_of(model_name)
-        return model, world_index(model, fingerprint, seed, queries, settings.batch_size)
+        index = world_index(model, fingerprint, seed, queries, settings.batch_size)
+        return model, index, {**validation_tuned_settings(model_name), **settings.method_settings()}
     index = GalleryIndex.load(settings.index)
     check_encoder(index, fingerprint, settings.index, model_name)
-    return model, index
+    return model, index, settings.method_settings()
 
 
-__all__ = ["load_resources", "quickstart_model", "world_benchmark_of", "world_index"]
+__all__ = ["load_resources", "quickstart_model", "validation_tuned_settings", "world_benchmark_of", "world_index"]

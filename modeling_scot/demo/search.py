@@ -24,7 +24,6 @@ from .batching import Batcher
 DUPLICATE_SCORE = 0.999
 """Gallery images at least this similar (cosine) to the reference image count as the reference itself."""
 MAX_HIDDEN = 10
-TEXT_FREE_METHODS = ("image",)
 MAX_BATCH_SIZE = 64
 REFERENCE_NAME = "reference image"
 
@@ -44,18 +43,20 @@ class Hit:
 
 @dataclass(frozen=True)
 class SearchResult:
-    """The ranked gallery ids of a query, the reference's duplicates left out (`hidden`) and, for scot, the
-    Combiner's weight of the text."""
+    """The ranked gallery ids of a query, the reference's duplicates left out (`hidden`), the settings the method
+    ran with and, for scot, the Combiner's weight of the text."""
 
     method: str
     hits: list[Hit]
     modality_weight: float | None
     hidden: list[str]
+    settings: dict
 
     def report(self) -> dict:
         """A JSON-ready summary, with the same keys as `scot search --json` where they overlap."""
         return {
             "method": self.method,
+            "settings": self.settings,
             "modality_weight": self.modality_weight,
             "hidden": self.hidden,
             "results": [asdict(hit) for hit in self.hits],
@@ -126,8 +127,14 @@ class DemoSearch:
             name for name, method in METHODS.items() if method.artefact is None or name in self.method_settings
         ]
         """The methods this search runs: those needing a trained folder only when `method_settings` names it."""
+        self.settings_by_method = {name: self._public_settings(name) for name in self.methods}
+        """What each method runs with, as reports show it (settings checked here, before the first search)."""
         self._batcher = Batcher(self._run_batch, max_batch_size, name="scot-demo-search")
         self.image(index.ids[0])  # fails here, not at the first search, when the images cannot be found
+
+    def _public_settings(self, name: str) -> dict:
+        method = build_method(name, **self.method_settings.get(name, {}))
+        return {key: value for key, value in method.settings().items() if key != method.artefact}
 
     def image(self, item: str) -> Image.Image:
         """The gallery image named `item`."""
@@ -151,7 +158,7 @@ class DemoSearch:
             raise DemoInputError("no reference image: upload one, or pick an example")
         if method not in self.methods:
             raise DemoInputError(f"unknown method {method!r}: choose from {', '.join(self.methods)}")
-        if not text.strip() and method not in TEXT_FREE_METHODS:
+        if not text.strip() and METHODS[method].uses_text:
             raise DemoInputError("no modification text: type what to change (only the 'image' method ignores it)")
         if k < 1:
             raise DemoInputError(f"the number of results must be at least 1, got {k}")
@@ -172,7 +179,8 @@ class DemoSearch:
             scores, ids = search_query(self.index, composed, query.k, hidden)
             ranked = enumerate(zip(ids, scores), start=1)
             hits = [Hit(rank, item, round(score, 6)) for rank, (item, score) in ranked]
-            results.append(SearchResult(query.method, hits, composed.modality_weight, hidden))
+            settings = self.settings_by_method[query.method]
+            results.append(SearchResult(query.method, hits, composed.modality_weight, hidden, settings))
         return results
 
 

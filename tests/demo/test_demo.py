@@ -3,6 +3,7 @@ and a headless Chromium, alone, 50 at a time, with oversized images and with req
 `scot demo` argument handling; gallery sources recorded in the index; batched searches and result files."""
 
 import argparse
+import json
 import os
 import shutil
 import socket
@@ -59,6 +60,7 @@ def scot_home(tmp_path_factory):
         patch.setenv("SCOT_HOME", str(home))
         patch.delenv("SCOT_DEMO_MODEL", raising=False)
         patch.delenv("SCOT_DEMO_INDEX", raising=False)
+        patch.delenv("SCOT_DEMO_SLERP_ALPHA", raising=False)
         run_quickstart(home / "quickstart", SMALL, torch.device("cpu"))
         yield home
 
@@ -142,6 +144,35 @@ def test_search_returns_the_target_of_an_easy_query(client, easy_query, referenc
     )
     assert report["results"][0]["id"] == image_top1 != scene_id(query.target)
     assert report["modality_weight"] is None and not label.get("confidences"), label
+
+
+def test_reports_carry_the_settings_and_slerp_runs_with_the_quickstarts_tuned_alpha(client, easy_query, scot_home):
+    from gradio_client import handle_file
+
+    tuned = json.loads((scot_home / "quickstart" / "results.json").read_text())["settings_by_method"]["slerp"]
+    assert tuned["chosen_by"] == "validation"
+    reference = scot_home / "slerp-reference.png"
+    render_scene(easy_query[0].reference).save(reference)
+    query = easy_query[0].modification
+    _, _, report = client.predict(handle_file(str(reference)), query, 3, "slerp", True, api_name="/search")
+    assert report["method"] == "slerp" and report["settings"] == {"alpha": tuned["alpha"]}
+    _, _, report = client.predict(handle_file(str(reference)), query, 3, "scot", True, api_name="/search")
+    assert report["settings"] == {}
+
+
+def test_slerp_alpha_comes_from_the_flag_or_the_environment_and_is_checked(monkeypatch, scot_home):
+    monkeypatch.setenv("SCOT_DEMO_SLERP_ALPHA", "0.3")
+    assert DemoSettings.from_env().method_settings() == {"slerp": {"alpha": 0.3}}
+    assert DemoSettings.from_env(slerp_alpha=0.6).slerp_alpha == 0.6
+    monkeypatch.setenv("SCOT_DEMO_SLERP_ALPHA", "high")
+    with pytest.raises(ValueError, match="SCOT_DEMO_SLERP_ALPHA='high' is not a number"):
+        DemoSettings.from_env()
+    with pytest.raises(ValueError, match=r"Slerp's alpha must be in \[0, 1\], got 1.5"):
+        DemoSettings(slerp_alpha=1.5).check()
+    model = str(scot_home / "quickstart" / "model")
+    tuned = resources.validation_tuned_settings(model)
+    assert set(tuned) == {"slerp"} and set(tuned["slerp"]) == {"alpha"}
+    assert resources.validation_tuned_settings(str(scot_home / "nowhere")) == {}
 
 
 def test_search_explains_a_missing_image_or_text(client, easy_query, reference_file):
@@ -296,6 +327,14 @@ def test_folder_index_records_its_root_and_the_demo_shows_its_images(scot_model,
     assert args.handler(args) == 0
     index = GalleryIndex.load(output)
     assert index.source == {"kind": "folder", "root": str(folder.resolve())}
+
+    settings = {"slerp": {"alpha": 0.3}, "lincir": {"model_path": str(tmp_path / "private-phi")}}
+    chosen = DemoSearch(scot_model.eval(), index, method_settings=settings)
+    assert chosen.settings_by_method["slerp"] == {"alpha": 0.3} and chosen.settings_by_method["lincir"] == {}
+    report = chosen.search(str(folder / "a.png"), "make it blue", 2, "slerp").report()
+    assert report["settings"] == {"alpha": 0.3} and str(tmp_path) not in json.dumps(chosen.settings_by_method)
+    with pytest.raises(ValueError, match="slerp alpha must be in"):
+        DemoSearch(scot_model, index, method_settings={"slerp": {"alpha": 2.0}})
 
     search = DemoSearch(scot_model.eval(), index)
     assert np.array_equal(np.asarray(search.image("nested/b.png")), np.asarray(Image.open(folder / "nested/b.png")))

@@ -164,6 +164,13 @@ def test_index_and_search_end_to_end(parser, saved_model, image_folder, tmp_path
     table = capsys.readouterr().out
     assert "rank" in table and "c.png" not in table.split("\n", 1)[1]
 
+    assert cmd_search(parser.parse_args([*search, "--method", "slerp", "--slerp-alpha", "0.3", "--json"])) == 0
+    assert json.loads(capsys.readouterr().out)["settings"] == {"alpha": 0.3}
+    assert cmd_search(parser.parse_args([*search, "--method", "slerp"])) == 0
+    assert "method slerp, alpha 0.8" in capsys.readouterr().out
+    with pytest.raises(ValueError, match=r"--slerp-alpha must be in \[0, 1\], got 1.2"):
+        cmd_search(parser.parse_args([*search, "--method", "slerp", "--slerp-alpha", "1.2"]))
+
 
 def test_search_refuses_an_index_from_another_encoder(parser, saved_model, scot_model, image_folder, tmp_path):
     output = tmp_path / "index"

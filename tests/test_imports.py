@@ -18,12 +18,16 @@ def module_name(path: Path) -> str:
 
 
 def imports_of(path: Path) -> set[str]:
-    """Every module `path` imports (relative imports resolved), at any depth of the file."""
+    """Every module `path` imports (relative imports resolved), at any depth of the file but `if TYPE_CHECKING:`."""
     name = module_name(path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    tree = ast.parse(path.read_text())
+    type_only = {id(inner) for node in ast.walk(tree) if _is_type_checking_block(node) for inner in ast.walk(node)}
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
+    for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
+        elif isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
             if node.level:
@@ -35,11 +39,24 @@ def imports_of(path: Path) -> set[str]:
     return found
 
 
+def _is_type_checking_block(node: ast.AST) -> bool:
+    """`if TYPE_CHECKING:`, whose imports never run."""
+    return isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+
+
 MODULES = {module_name(path): imports_of(path) for path in PACKAGE.rglob("*.py")}
 
 
 def internal(imports: set[str]) -> set[str]:
-    return {name for name in imports if name.split(".")[0] == "modeling_scot" and name in MODULES}
+    """The package's modules among `imports`, with the packages that hold them: importing `a.b.c` runs `a.b`'s
+    `__init__` first."""
+    modules = {name for name in imports if name.split(".")[0] == "modeling_scot" and name in MODULES}
+    return modules | {parent for name in modules for parent in _parents(name) if parent in MODULES}
+
+
+def _parents(name: str) -> list[str]:
+    parts = name.split(".")
+    return [".".join(parts[:end]) for end in range(1, len(parts))]
 
 
 @pytest.mark.parametrize("name", MODELLING_FILES)

@@ -1,6 +1,7 @@
 """Evaluation of composed image retrieval methods: metrics, benchmark loaders and runners, submission files."""
 
-from .cir_data import AnnotationError, CIRQuery, CIRSplit, MissingImagesError, check_images
+from ..json_files import AnnotationError
+from .cir_data import CIRQuery, CIRSplit, MissingImagesError, check_images
 from .circo import load_circo
 from .cirr import load_cirr
 from .fashioniq import load_fashioniq

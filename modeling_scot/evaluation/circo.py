@@ -15,7 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from .cir_data import AnnotationError, CIRQuery, CIRSplit, Entry, entries, read_json, require_known, unique
+from ..json_files import AnnotationError, Entry, entries, read_json
+from .cir_data import CIRQuery, CIRSplit, require_known, unique
 
 SPLITS = ("val", "test")
 COCO_FOLDER = "COCO2017_unlabeled"

@@ -20,7 +20,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from .cir_data import AnnotationError, CIRQuery, CIRSplit, entries, read_json, require_known
+from ..json_files import AnnotationError, entries, read_json
+from .cir_data import CIRQuery, CIRSplit, require_known
 
 SPLITS = ("train", "val", "test1")
 VERSION = "rc2"

@@ -17,17 +17,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from .cir_data import (
-    AnnotationError,
-    CIRQuery,
-    CIRSplit,
-    Entry,
-    entries,
-    first_existing,
-    read_json,
-    require_known,
-    unique,
-)
+from ..json_files import AnnotationError, Entry, entries, read_json
+from .cir_data import CIRQuery, CIRSplit, first_existing, require_known, unique
 
 CATEGORIES = ("dress", "shirt", "toptee")
 SPLITS = ("train", "val", "test")

@@ -19,7 +19,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .cir_data import Box, CIRQuery, CIRSplit, Entry, entries, first_existing, unique
+from ..json_files import Entry, entries
+from .cir_data import Box, CIRQuery, CIRSplit, first_existing, unique
 
 TASKS = ("focus_attribute", "change_attribute", "focus_object", "change_object")
 VG_FOLDERS = ("VG_100K_all", "VG_100K", "VG_100K_2")

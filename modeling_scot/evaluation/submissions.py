@@ -13,7 +13,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..io_utils import write_text_atomic
-from .cir_data import AnnotationError, CIRQuery, CIRSplit, read_json
+from ..json_files import AnnotationError, read_json
+from .cir_data import CIRQuery, CIRSplit
 from .circo import read_circo_queries
 from .cirr import VERSION, read_cirr_queries
 from .metrics import ranking_map_at_k, ranking_recall_at_k

@@ -10,7 +10,6 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -19,9 +18,8 @@ import torch
 from datasets import Features, List, Value
 
 from ..io_utils import write_json
+from ..json_files import Entry, read_json
 
-if TYPE_CHECKING:
-    from ..evaluation.cir_data import Entry
 
 EMBEDDINGS_FILE = "gallery.parquet"
 MANIFEST_FILE = "gallery.json"
@@ -249,7 +247,6 @@ def gallery_file_shape(path: Path) -> tuple[int, ...]:
 def read_manifest(folder: Path, file_name: str, what: str) -> Entry:
     """The JSON object in file `file_name` of `folder`, for typed field access; a FileNotFoundError when it is
     missing, an `AnnotationError` (a ValueError naming the file) when it is not a JSON object."""
-    from ..evaluation.cir_data import Entry, read_json  # evaluation imports retrieval: resolve at call time
 
     path = Path(folder) / file_name
     if not path.is_file():

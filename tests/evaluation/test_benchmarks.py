@@ -19,17 +19,12 @@ from tests.evaluation.benchmark_fixtures import (
     write_json,
 )
 
-from modeling_scot.evaluation.cir_data import (
-    AnnotationError,
-    MissingImagesError,
-    check_images,
-    crop_instance,
-    read_json,
-)
+from modeling_scot.evaluation.cir_data import MissingImagesError, check_images, crop_instance
 from modeling_scot.evaluation.circo import load_circo
 from modeling_scot.evaluation.cirr import load_cirr
 from modeling_scot.evaluation.fashioniq import join_captions, load_fashioniq
 from modeling_scot.evaluation.genecis import load_genecis
+from modeling_scot.json_files import AnnotationError, read_json
 
 
 @pytest.fixture

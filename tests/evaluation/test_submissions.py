@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from tests.evaluation.benchmark_fixtures import edit_json, make_circo, make_cirr
 
-from modeling_scot.evaluation.cir_data import AnnotationError
 from modeling_scot.evaluation.circo import load_circo
 from modeling_scot.evaluation.cirr import load_cirr
 from modeling_scot.evaluation.scoring import compute_metrics
 from modeling_scot.evaluation.submissions import score_submission, write_circo_submission, write_cirr_submissions
+from modeling_scot.json_files import AnnotationError
 
 
 def _random_scores(split, seed: int) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Every door of the package under bad input, interruptions and load, as one JSON object.
 
-    python bench/reliability.py --output reliability.json            # everything (about 10 minutes on 2 cores)
+    python bench/reliability.py --output reliability.json            # everything (about 4 minutes on 2 cores)
     python bench/reliability.py --only inputs folders                # some parts
 
 Parts: `inputs` (odd and broken images and texts), `folders` (corrupted model and index folders, annotation and

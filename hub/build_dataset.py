@@ -181,18 +181,24 @@ def _inputs(shards: Path, source: dict[str, Any], images_root: Path | None) -> l
     return inputs
 
 
-def _check_replaceable(output: Path, inputs: list[tuple[str, Path]]) -> None:
-    """Refuse to replace `output` when it holds or is inside an input, or holds anything a build does not write."""
-    if output.is_symlink():
-        raise ValueError(f"--output {output} is a symbolic link: --overwrite replaces only a dataset folder it built")
+def _check_apart(output: Path, inputs: list[tuple[str, Path]]) -> None:
+    """Refuse an `output` that is, holds or lies inside one of `inputs`: replacing it would delete what the build
+    reads, and a build inside its shards would be read back by the next one."""
     target = output.resolve()
     for name, path in inputs:
         where = path.resolve()
         if where.is_relative_to(target) or target.is_relative_to(where):
             relation = "is" if where == target else "holds" if where.is_relative_to(target) else "is inside"
             raise ValueError(
-                f"--output {output} {relation} the input {name} {path}: --overwrite would delete it; choose another --output"
+                f"--output {output} {relation} the input {name} {path}: the build must not write where it reads; "
+                "choose another --output"
             )
+
+
+def _check_replaceable(output: Path) -> None:
+    """Refuse to replace `output` when it is a link or holds anything a build does not write."""
+    if output.is_symlink():
+        raise ValueError(f"--output {output} is a symbolic link: --overwrite replaces only a dataset folder it built")
     for path in sorted(output.rglob("*")):
         relative = path.relative_to(output).as_posix()
         if not WRITTEN_NAMES.fullmatch(relative) or path.is_symlink():
@@ -297,10 +303,13 @@ def build_dataset(
     source = manifest["run"]["source"]
     if output.exists() and not output.is_dir():
         raise ValueError(f"--output {output} is a file")
+    inputs = _inputs(shards, source, images_root)
+    _check_apart(output, inputs[:1])  # the shards are read in full: a build never writes among them
     if output.exists() and any(output.iterdir()):
         if not overwrite:
             raise ValueError(f"{output} exists and is not empty: pass --overwrite or choose another --output")
-        _check_replaceable(output, _inputs(shards, source, images_root))
+        _check_apart(output, inputs)
+        _check_replaceable(output)
     lookup = image_lookup(source, _first_accepted(shards)["image"], images_root, image_size)
     with replace_folder_atomic(output) as building:
         counts = _write_splits(shards, building / "data", manifest, lookup, validation_fraction, seed, rows_per_file, progress)

@@ -16,7 +16,7 @@ from ..retrieval import ImageFiles, embed_gallery
 from ..retrieval.gallery import DEFAULT_CHUNK_SIZE
 from ..retrieval.sources import image_files
 from ..runtime import load_model
-from .common import add_compile_option, add_runtime_options
+from .common import add_compile_option, add_runtime_options, check_output_path
 
 
 def _write_embeddings(path: Path, embeds, ids: list[str]) -> None:
@@ -30,11 +30,12 @@ def cmd_embed(args: argparse.Namespace) -> int:
     """Embed images or texts with a SCOT model's frozen encoder into a safetensors file. Images go through the
     gallery path: resumable chunks beside the output, and under `accelerate launch` each process embeds its share
     (the main process writes the file)."""
+    output = check_output_path(args.output, "--output", folder=False)
     state = PartialState()
     if args.images:
         files = image_files(args.images)
         model = load_model(args.model, args.device, args.dtype, compile_encoders=args.compile)
-        cache = Path(args.output).with_name(Path(args.output).name + ".chunks")
+        cache = output.with_name(output.name + ".chunks")
         gallery = embed_gallery(
             model, ImageFiles(files), cache, batch_size=args.batch_size, num_workers=args.num_workers,
             chunk_size=args.chunk_size,
@@ -55,7 +56,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         model = load_model(args.model, args.device, args.dtype, compile_encoders=args.compile)
         embeds = encode_texts(model, ids, batch_size=args.batch_size)
     if state.is_main_process:
-        _write_embeddings(Path(args.output), embeds, ids)
+        _write_embeddings(output, embeds, ids)
         print(f"wrote {' x '.join(map(str, embeds.shape))} embeddings to {args.output}")
     return 0
 

@@ -15,7 +15,14 @@ from ..retrieval.index import KINDS, GalleryIndex, resolve_kind
 from ..retrieval.indexing import check_encoder, load_model_and_fingerprint, write_index
 from ..retrieval.query import compose_query, search_query
 from ..retrieval.sources import ImageFiles, WorldGallery
-from .common import add_compile_option, add_method_options, add_runtime_options, add_slerp_option, method_settings
+from .common import (
+    add_compile_option,
+    add_method_options,
+    add_runtime_options,
+    add_slerp_option,
+    check_output_path,
+    method_settings,
+)
 
 
 def cmd_index(args: argparse.Namespace) -> int:
@@ -28,7 +35,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     kind = resolve_kind(args.kind, len(source.ids))
     if kind != "exact":
         import_faiss(kind)
-    output = Path(args.output)
+    output = check_output_path(args.output, "--output", folder=True)
     start = time.perf_counter()
     model, fingerprint = load_model_and_fingerprint(
         args.model, args.device, args.dtype, args.image_tower, args.compile
@@ -104,6 +111,8 @@ def _table(report: dict) -> str:
 
 def cmd_search(args: argparse.Namespace) -> int:
     """Search an index built by `scot index` with a composed query: a reference image and a modification text."""
+    if Path(args.image).exists() and not Path(args.image).is_file():
+        raise ValueError(f"--image {args.image!r} is not a regular file")
     if not Path(args.image).is_file():
         raise FileNotFoundError(f"--image {args.image!r} does not exist")
     settings = method_settings(args, [args.method]).get(args.method, {})

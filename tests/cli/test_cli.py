@@ -92,3 +92,20 @@ def test_version(capsys):
     with pytest.raises(SystemExit):
         main(["--version"])
     assert f"scot {SCOT_VERSION}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["embed", "index"])
+def test_an_output_of_the_wrong_kind_is_refused_before_any_work(saved_model, tmp_path, capsys, command):
+    (tmp_path / "img").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "img" / "x.png")
+    (tmp_path / "a-file").write_text("kept")
+    (tmp_path / "a-folder").mkdir()
+    wrong = {"embed": ["a-folder", "a-file/o.safetensors"], "index": ["a-file", "a-file/index"]}[command]
+    messages = {"a-folder": "is a folder; give a file path", "a-file": "is a file; give a folder"}
+    for output in wrong:
+        code = main([command, "--model", str(saved_model), "--images", str(tmp_path / "img"), "--output", str(tmp_path / output)])
+        err = capsys.readouterr().err
+        expected = messages.get(output, "which is a file, not a folder")
+        assert code == 2 and "--output" in err and expected in err and "Traceback" not in err, err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a-file", "a-folder", "img", "model"]
+    assert (tmp_path / "a-file").read_text() == "kept" and not any((tmp_path / "a-folder").iterdir())

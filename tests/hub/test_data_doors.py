@@ -131,6 +131,10 @@ def test_overwrite_refuses_an_output_that_holds_or_is_an_input(shards, tmp_path,
         err = capsys.readouterr().err
         assert err.startswith("error: --output") and message in err and err.count("\n") == 1
     assert sorted(str(p) for p in tmp_path.rglob("*")) == before  # nothing deleted
+    for overwrite in ((), ("--overwrite",)):  # a new folder inside the shards: refused, first run or rerun
+        assert build("--shards", outer / "inner", "--output", outer / "inner" / "sub", *overwrite) == 2
+        assert "is inside the input --shards" in capsys.readouterr().err
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
 
 
 def test_overwrite_replaces_only_a_folder_it_built(shards, tmp_path, capsys):

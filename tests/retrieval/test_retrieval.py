@@ -170,6 +170,9 @@ def test_index_and_search_end_to_end(parser, saved_model, image_folder, tmp_path
     assert "method slerp, alpha 0.8" in capsys.readouterr().out
     with pytest.raises(ValueError, match=r"--slerp-alpha must be in \[0, 1\], got 1.2"):
         cmd_search(parser.parse_args([*search, "--method", "slerp", "--slerp-alpha", "1.2"]))
+    (tmp_path / "folder.png").mkdir()
+    with pytest.raises(ValueError, match="--image .*folder.png' is not a regular file"):
+        cmd_search(parser.parse_args([*search, "--image", str(tmp_path / "folder.png")]))
 
 
 def test_search_refuses_an_index_from_another_encoder(parser, saved_model, scot_model, image_folder, tmp_path):

@@ -10,6 +10,7 @@ An adapter wraps a loaded transformers model (CLIP, SigLIP, SigLIP 2, BLIP-2's r
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import ClassVar
@@ -81,6 +82,12 @@ class DualEncoderAdapter:
         """K, the number of vectors `image_vectors` gives per image."""
         return 1
 
+    def probe_inputs(self) -> dict[str, torch.Tensor]:
+        """Fixed model inputs of one image (smooth channel patterns at the tower's input size), the same on every
+        machine and for every processor: what identifies the image tower by its embedding."""
+        size = self.model.config.vision_config.image_size
+        return {"pixel_values": probe_pattern(3, size, size)[None]}
+
     def image_embeds(self, pixel_values: torch.Tensor, **image_kwargs) -> torch.Tensor:
         """(B, D) L2-normalised pooled image embeddings, float32."""
         output = self.model.get_image_features(pixel_values=pixel_values.to(self.model.dtype), **image_kwargs)
@@ -149,6 +156,23 @@ class Siglip2Adapter(DualEncoderAdapter):
     `spatial_shapes` pass through `image_kwargs`)."""
 
     family = "siglip2"
+
+    def probe_inputs(self) -> dict[str, torch.Tensor]:
+        vision = self.model.config.vision_config
+        side = math.isqrt(vision.num_patches)
+        patches = probe_pattern(3 * vision.patch_size**2, side, side).flatten(1).T[None]
+        return {
+            "pixel_values": patches,
+            "pixel_attention_mask": torch.ones(1, side * side, dtype=torch.long),
+            "spatial_shapes": torch.tensor([[side, side]]),
+        }
+
+
+def probe_pattern(channels: int, height: int, width: int) -> torch.Tensor:
+    """(channels, height, width) values in [-1, 1]: each channel a sine wave of its own frequency and direction."""
+    y, x = torch.meshgrid(torch.linspace(0, 1, height), torch.linspace(0, 1, width), indexing="ij")
+    frequency = torch.arange(1, channels + 1, dtype=torch.float32)[:, None, None]
+    return torch.sin(math.pi * frequency * (x + 0.5 * y) + frequency)
 
 
 def mean_pooled(image_vectors: torch.Tensor) -> torch.Tensor:

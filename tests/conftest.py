@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
 
@@ -217,3 +218,16 @@ def triplet_dataset():
         }
     )
     return Dataset.from_list(rows, features=features)
+
+
+def tuned_copy(encoder: ScotModel, tower: str, scale: float = 0.1) -> ScotModel:
+    """`encoder` with every weight of one tower but the token table moved by `scale` of its mean size, as a
+    fine-tune (or Text-Anchored Tuning of the image tower) would move it."""
+    tuned = copy.deepcopy(encoder)
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for name, weight in getattr(tuned.encoder_adapter, f"{tower}_tower").named_parameters():
+            if "token_embedding" not in name:
+                weight.add_(scale * weight.abs().mean() * torch.randn(weight.shape, generator=generator))
+    return tuned
+

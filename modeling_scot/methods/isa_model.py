@@ -33,6 +33,7 @@ from .frozen_encoder import (
     MODIFICATION,
     check_prompt_fields,
     encoder_signature,
+    encoder_sizes,
     load_encoder,
     load_trained_part,
     save_trained_part,
@@ -171,7 +172,7 @@ class IsaModel:
     through the text tower, the gallery through the unchanged image tower."""
 
     def __init__(self, config: IsaConfig, encoder: ScotModel, query_encoder: IsaQueryEncoder | None = None):
-        signature = encoder_signature(encoder)
+        signature = encoder_sizes(encoder)
         for name in ("embed_dim", "token_dim"):
             if getattr(config, name) != signature[name]:
                 raise ValueError(f"IsaConfig.{name} is {getattr(config, name)}, the encoder's is {signature[name]}")

@@ -22,6 +22,7 @@ from .frozen_encoder import (
     MODIFICATION,
     check_prompt_fields,
     encoder_signature,
+    encoder_sizes,
     load_encoder,
     load_trained_part,
     save_trained_part,
@@ -86,7 +87,7 @@ class LincirModel:
     """phi around a frozen encoder (a [`ScotModel`], whose `encoder_adapter` encodes text with injected tokens)."""
 
     def __init__(self, config: LincirConfig, encoder: ScotModel, phi: LincirPhi | None = None):
-        signature = encoder_signature(encoder)
+        signature = encoder_sizes(encoder)
         for name in ("embed_dim", "token_dim"):
             if getattr(config, name) != signature[name]:
                 raise ValueError(f"LincirConfig.{name} is {getattr(config, name)}, the encoder's is {signature[name]}")

@@ -1,3 +1,4 @@
+import copy
 import json
 import shutil
 
@@ -17,7 +18,7 @@ from modeling_scot.methods.isa_training import (
     train_isa,
     training_images,
 )
-from tests.conftest import COLOURS, ENCODER_FAMILIES, IMAGE_SIZE, MAX_TEXT_LENGTH
+from tests.conftest import COLOURS, ENCODER_FAMILIES, IMAGE_SIZE, MAX_TEXT_LENGTH, tuned_copy
 
 TINY = {"num_tokens": 2, "patch_size": 8, "width": 16, "depth": 1, "heads": 2}
 """A light encoder smaller than the tiny towers (patch 8, width 32, 2 layers)."""
@@ -87,6 +88,16 @@ def test_save_and_load_give_the_same_queries(tiny_clip_dir, tmp_path):
         assert torch.allclose(loaded.compose(_images(), TEXTS), expected, atol=1e-6)
     half = ScotModel.from_encoder(tiny_clip_dir, dtype=torch.bfloat16)
     assert IsaModel.from_pretrained(tmp_path, half).compose(_images(), TEXTS).shape == expected.shape
+
+
+@pytest.mark.parametrize("tower", ["vision", "text"])
+def test_a_tuned_copy_of_the_encoder_is_refused(encoders, tmp_path, tower):
+    encoder = encoders["clip"]
+    _isa(encoder).save_pretrained(tmp_path / "isa")
+    assert IsaModel.from_pretrained(tmp_path / "isa", copy.deepcopy(encoder)).config.encoder_signature
+    kind = "image" if tower == "vision" else "text"
+    with pytest.raises(ValueError, match=f"is a different one \\(their {kind} towers differ: their embeddings of the probe {kind} have cosine"):
+        IsaModel.from_pretrained(tmp_path / "isa", tuned_copy(encoder, tower))
 
 
 def test_another_encoder_is_refused(tiny_clip_dir, tiny_clip_config, tiny_processor, encoders, tmp_path):

@@ -1,3 +1,4 @@
+import copy
 import json
 import shutil
 
@@ -17,7 +18,7 @@ from modeling_scot.methods.lincir_training import (
     self_masking_loss,
     train_lincir,
 )
-from tests.conftest import ENCODER_FAMILIES, MAX_TEXT_LENGTH
+from tests.conftest import ENCODER_FAMILIES, MAX_TEXT_LENGTH, tuned_copy
 
 CAPTIONS = [
     "a small red circle on the left",
@@ -164,6 +165,16 @@ def test_save_and_load_give_the_same_queries(tiny_clip_dir, tmp_path):
         assert torch.allclose(loaded.compose(images, texts), expected, atol=1e-6)
     half = ScotModel.from_encoder(tiny_clip_dir, dtype=torch.bfloat16)
     assert LincirModel.from_pretrained(tmp_path, half).compose(images, texts).shape == expected.shape
+
+
+@pytest.mark.parametrize("tower", ["vision", "text"])
+def test_a_tuned_copy_of_the_encoder_is_refused(encoders, tmp_path, tower):
+    encoder = encoders["clip"]
+    _lincir(encoder).save_pretrained(tmp_path / "phi")
+    assert LincirModel.from_pretrained(tmp_path / "phi", copy.deepcopy(encoder)).config.encoder_signature
+    kind = "image" if tower == "vision" else "text"
+    with pytest.raises(ValueError, match=f"is a different one \\(their {kind} towers differ: their embeddings of the probe {kind} have cosine"):
+        LincirModel.from_pretrained(tmp_path / "phi", tuned_copy(encoder, tower))
 
 
 def test_another_encoder_is_refused(tiny_clip_dir, tiny_clip_config, tiny_processor, encoders, tmp_path):

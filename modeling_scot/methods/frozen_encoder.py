@@ -68,9 +68,9 @@ def _cosine(saved: object, given: object) -> float | None:
     return float(first @ second / (first.norm() * second.norm()))
 
 
-def signature_mismatch(saved: dict, given: dict) -> str | None:
-    """Which part of two encoder signatures differs, or None when they match. Probe embeddings are compared
-    where the saved signature has them (folders written before they were recorded have none)."""
+def signature_mismatch(saved: dict, given: dict, towers: tuple[str, ...] = ("image", "text")) -> str | None:
+    """Which part of two encoder signatures differs, or None when they match. The probe embeddings of `towers` are
+    compared where the saved signature has them (folders written before they were recorded have none)."""
     for key in ("model_type", "embed_dim", "token_dim", "vocab_size"):
         if saved.get(key) != given.get(key):
             return f"{key} {saved.get(key)!r} != {given.get(key)!r}"
@@ -84,7 +84,8 @@ def signature_mismatch(saved: dict, given: dict) -> str | None:
         close = False
     if not close:
         return "the token-embedding tables differ"
-    for key, tower in (("image_probe", "image"), ("text_probe", "text")):
+    for tower in towers:
+        key = f"{tower}_probe"
         if key in saved:
             cosine = _cosine(saved[key], given.get(key))
             if cosine is None or cosine < MIN_PROBE_COSINE:
@@ -157,7 +158,7 @@ def load_trained_part(
             raise ValueError(f"{folder / CONFIG_NAME} names no encoder (encoder_name_or_path): pass encoder=...")
         encoder = config.encoder_name_or_path
     encoder = load_encoder(encoder, dtype)
-    problem = signature_mismatch(config.encoder_signature, encoder_signature(encoder))
+    problem = signature_mismatch(config.encoder_signature, encoder_signature(encoder), config_class.encoder_towers)
     if problem is not None:
         raise ValueError(
             f"{folder}: {what} was trained with the encoder {config.encoder_name_or_path!r}, but the given encoder "

@@ -48,6 +48,8 @@ class IsaConfig(SavedConfig):
 
     model_type: ClassVar[str] = "isa"
     label: ClassVar[str] = "an ISA"
+    encoder_towers: ClassVar[tuple[str, ...]] = ("image", "text")
+    """The towers the query encoder depends on: distilled towards the image tower, composing through the text one."""
 
     embed_dim: int = field(metadata={"help": "Width of the encoder's joint embedding space."})
     token_dim: int = field(metadata={"help": "Width of the text tower's token embeddings."})

@@ -39,6 +39,8 @@ class LincirConfig(SavedConfig):
 
     model_type: ClassVar[str] = "lincir"
     label: ClassVar[str] = "a LinCIR"
+    encoder_towers: ClassVar[tuple[str, ...]] = ("text",)
+    """The towers phi depends on: it trains on text embeddings alone, so a tuned image tower (TAT) may serve it."""
 
     embed_dim: int
     token_dim: int

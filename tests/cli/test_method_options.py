@@ -176,9 +176,11 @@ def test_search_with_isa_never_runs_the_large_image_tower(saved_model, isa_folde
     assert run(capsys, "index", "--model", saved_model, "--images", image_folder, "--output", index,
                "--num-workers", 0)[0] == 0  # fmt: skip
     model = ScotModel.from_pretrained(saved_model)
+    isa = build_method("isa", model_path=isa_folder)
+    compose_query(model, image_folder / "1.png", "make it blue", isa)  # loading checks the encoder: one probe image
     calls = []
     model.encoder_adapter.vision_tower.register_forward_hook(lambda *args: calls.append(1))
-    query = compose_query(model, image_folder / "2.png", "make it red", build_method("isa", model_path=isa_folder))
+    query = compose_query(model, image_folder / "2.png", "make it red", isa)
     assert calls == [] and query.query_embeds.shape == (1, 16) and query.image_embeds is None
     code, out, err = run(capsys, "search", "--model", saved_model, "--index", index, "--image", image_folder / "2.png",
                          "--text", "make it red", "--method", "isa", "--isa", isa_folder, "--json")  # fmt: skip

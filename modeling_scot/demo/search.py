@@ -128,12 +128,14 @@ class DemoSearch:
         ]
         """The methods this search runs: those needing a trained folder only when `method_settings` names it."""
         self.settings_by_method = {name: self._public_settings(name) for name in self.methods}
-        """What each method runs with, as reports show it (settings checked here, before the first search)."""
+        """What each method runs with, as reports show it (settings and trained folders checked here, before the
+        first search)."""
         self._batcher = Batcher(self._run_batch, max_batch_size, name="scot-demo-search")
         self.image(index.ids[0])  # fails here, not at the first search, when the images cannot be found
 
     def _public_settings(self, name: str) -> dict:
         method = build_method(name, **self.method_settings.get(name, {}))
+        method.load(self.model)
         return {key: value for key, value in method.settings().items() if key != method.artefact}
 
     def image(self, item: str) -> Image.Image:

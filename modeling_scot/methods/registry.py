@@ -50,6 +50,10 @@ class CIRMethod:
         """The settings this method runs with (recorded in every report)."""
         return asdict(self)
 
+    def load(self, model) -> None:
+        """Load what the method needs around `model` beyond its settings (a trained folder), so that a folder
+        that does not fit fails here, not at the first query."""
+
     def with_settings(self, **settings) -> CIRMethod:
         """A copy with some settings replaced; unknown names fail with a clear error."""
         known = {field.name for field in fields(self)}
@@ -177,14 +181,18 @@ class Lincir(CIRMethod):
     artefact: ClassVar[str | None] = "model_path"
     model_path: str | None = None
 
-    def queries(self, model, image_embeds, text_embeds, texts=None, images=None):
+    def load(self, model) -> LincirModel:
         if self.model_path is None:
             raise ValueError(
                 "method 'lincir' needs a trained phi: pass its folder (scot eval/search/demo --lincir DIR)"
             )
+        return _trained_part(LincirModel, os.path.realpath(self.model_path), model)
+
+    def queries(self, model, image_embeds, text_embeds, texts=None, images=None):
+        phi = self.load(model)
         if texts is None:
             raise ValueError("method 'lincir' composes from the modification texts: pass texts=")
-        return _trained_part(LincirModel, os.path.realpath(self.model_path), model).compose(image_embeds, list(texts))
+        return phi.compose(image_embeds, list(texts))
 
 
 @dataclass(frozen=True)
@@ -200,14 +208,18 @@ class Isa(CIRMethod):
     artefact: ClassVar[str | None] = "model_path"
     model_path: str | None = None
 
-    def queries(self, model, image_embeds, text_embeds, texts=None, images=None):
+    def load(self, model) -> IsaModel:
         if self.model_path is None:
             raise ValueError(
                 "method 'isa' needs a trained query encoder: pass its folder (scot eval/search/demo --isa DIR)"
             )
+        return _trained_part(IsaModel, os.path.realpath(self.model_path), model)
+
+    def queries(self, model, image_embeds, text_embeds, texts=None, images=None):
+        query_encoder = self.load(model)
         if texts is None or images is None:
             raise ValueError("method 'isa' composes from the reference images and modification texts: pass both")
-        return _trained_part(IsaModel, os.path.realpath(self.model_path), model).compose(list(images), list(texts))
+        return query_encoder.compose(list(images), list(texts))
 
 
 METHODS: dict[str, type[CIRMethod]] = {

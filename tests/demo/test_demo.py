@@ -328,6 +328,7 @@ def test_folder_index_records_its_root_and_the_demo_shows_its_images(scot_model,
     index = GalleryIndex.load(output)
     assert index.source == {"kind": "folder", "root": str(folder.resolve())}
 
+    LincirModel.from_encoder(scot_model.eval()).save_pretrained(tmp_path / "private-phi")
     settings = {"slerp": {"alpha": 0.3}, "lincir": {"model_path": str(tmp_path / "private-phi")}}
     chosen = DemoSearch(scot_model.eval(), index, method_settings=settings)
     assert chosen.settings_by_method["slerp"] == {"alpha": 0.3} and chosen.settings_by_method["lincir"] == {}
@@ -335,6 +336,11 @@ def test_folder_index_records_its_root_and_the_demo_shows_its_images(scot_model,
     assert report["settings"] == {"alpha": 0.3} and str(tmp_path) not in json.dumps(chosen.settings_by_method)
     with pytest.raises(ValueError, match="slerp alpha must be in"):
         DemoSearch(scot_model, index, method_settings={"slerp": {"alpha": 2.0}})
+    other = ScotModel.from_encoder(scot_model.config.encoder_name_or_path)
+    with torch.no_grad():
+        other.encoder_adapter.token_embedding.weight.add_(0.5)
+    with pytest.raises(ValueError, match="is a different one"):  # refused at start, not at the first LinCIR search
+        DemoSearch(other, index, method_settings=settings)
 
     search = DemoSearch(scot_model.eval(), index)
     assert np.array_equal(np.asarray(search.image("nested/b.png")), np.asarray(Image.open(folder / "nested/b.png")))

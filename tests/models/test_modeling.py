@@ -239,3 +239,13 @@ def test_token_ids_outside_the_vocabulary_get_a_clear_error(scot_model):
         scot_model.get_text_features(torch.tensor([[1, vocab_size + 5]]))
     with pytest.raises(ValueError, match="from -1"):
         scot_model.get_text_features(torch.tensor([[-1, 2]]))
+
+
+def test_a_saved_model_naming_an_unknown_encoder_family_is_refused_naming_it(scot_model, tmp_path):
+    scot_model.save_pretrained(tmp_path / "model")
+    config_file = tmp_path / "model" / "config.json"
+    config = json.loads(config_file.read_text())
+    config["encoder_config"]["model_type"] = "bert"
+    config_file.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"'bert' model; SCOT supports the dual-encoder families \['clip', 'siglip', 'siglip2', 'blip-2'\]"):
+        ScotModel.from_pretrained(tmp_path / "model")

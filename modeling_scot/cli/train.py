@@ -48,6 +48,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     train_args, runtime, training_args = parse_dataclasses(
         "scot train", cmd_train.__doc__, (ScotTrainArguments, RuntimeArguments, ScotTrainingArguments), args.extra
     )
+    if any(arg.split("=")[0] in ("--output_dir", "--output-dir") for arg in args.extra):
+        raise ValueError("scot train keeps its checkpoints in OUTPUT/checkpoints: give --output, not --output_dir")
     device = resolve_device(runtime.device)
     if device.type == "cpu" and not training_args.use_cpu:
         training_args = dataclasses.replace(training_args, use_cpu=True)

@@ -67,6 +67,14 @@ def test_train_help_lists_the_dataclass_options(capsys):
     assert "--encoder ENCODER, --clip ENCODER" in out and "--num_train_epochs" in out and "(default: 256)" in out
 
 
+@pytest.mark.parametrize("flag", ["--output_dir", "--output-dir"])
+def test_train_refuses_output_dir_which_output_sets(flag, tmp_path, capsys):
+    code = main(["train", "--encoder", "org/clip", "--dataset", str(tmp_path), "--output", str(tmp_path / "run"), flag, str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert code == 2 and "give --output, not --output_dir" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "x").exists()
+
+
 def test_load_triplets_errors(tmp_path):
     (tmp_path / "file.txt").write_text("x")
     with pytest.raises(ValueError, match="is a file"):

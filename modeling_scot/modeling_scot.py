@@ -115,7 +115,9 @@ def load_dual_encoder(source: str | os.PathLike, **kwargs) -> PreTrainedModel:
         if not path.is_dir():
             raise FileNotFoundError(f"dual encoder folder {source!r} does not exist")
         if not (path / "config.json").is_file():
-            raise ValueError(f"{source!r} is not a CLIP-style checkpoint: it has no config.json")
+            raise ValueError(
+                f"{source!r} is not a dual-encoder checkpoint (CLIP, SigLIP, SigLIP 2, BLIP-2): it has no config.json"
+            )
     try:
         config = AutoConfig.from_pretrained(source, **{k: v for k, v in kwargs.items() if k in HUB_KWARGS})
     except Exception as err:  # transformers' config machinery fails on bad files with many error types

@@ -76,7 +76,7 @@ def check_output_path(path: str, option: str, folder: bool) -> Path:
     kind is in the way (at `path` or as one of its parents)."""
     output = Path(path)
     if folder and output.exists() and not output.is_dir():
-        raise ValueError(f"{option} {path!r} is a file; give a folder (new or one this command wrote)")
+        raise ValueError(f"{option} {path!r} is a file; give a folder path")
     if not folder and output.is_dir():
         raise ValueError(f"{option} {path!r} is a folder; give a file path, e.g. {str(output / 'embeddings.safetensors')!r}")
     blocking = next((parent for parent in output.parents if parent.exists() and not parent.is_dir()), None)

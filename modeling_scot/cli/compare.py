@@ -10,7 +10,7 @@ from pathlib import Path
 from ..compare import CompareSettings, comparison_table, run_comparison
 from ..evaluation.world import check_num_queries
 from ..quickstart import scot_home
-from .common import parse_dataclasses
+from .common import check_output_path, parse_dataclasses
 
 COMPARE_WORK = "compare"
 
@@ -28,8 +28,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     baselines on each seed's test split, and print one table (mean and spread over the seeds)."""
     where, settings = parse_dataclasses("scot compare", cmd_compare.__doc__, (CompareOutput, CompareSettings), args.extra)
     check_num_queries(settings.test_queries, "--test-queries")
-    if where.output and Path(where.output).is_dir():
-        raise ValueError(f"--output {where.output!r} is a folder; give a file path for the summary JSON")
+    if where.output:
+        check_output_path(where.output, "--output", folder=False)
     work = Path(where.work_dir) if where.work_dir else scot_home() / COMPARE_WORK
     summary = run_comparison(settings, work, Path(where.output) if where.output else None)
     print(comparison_table(summary))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 
 from ..evaluation.cir_data import CIRSplit, check_images
@@ -26,7 +25,16 @@ from ..methods import DEFAULT_METHOD_NAMES, METHOD_NAMES
 from ..quickstart import scot_home
 from ..runtime import load_model
 from ..world.export import export_cirr
-from .common import TRAINED_FOLDERS, add_compile_option, add_method_options, add_runtime_options, add_slerp_option, method_settings, print_report
+from .common import (
+    TRAINED_FOLDERS,
+    add_compile_option,
+    add_method_options,
+    add_runtime_options,
+    add_slerp_option,
+    check_output_path,
+    method_settings,
+    print_report,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -71,14 +79,10 @@ def benchmark_splits(args: argparse.Namespace) -> tuple[list[CIRSplit], CIRSplit
 def check_output_paths(args: argparse.Namespace) -> None:
     """Refuse, before any model work, an --output that is a folder or --save-predictions / --cache-dir that are files."""
     if args.output:
-        output = Path(args.output)
-        if output.is_dir():
-            raise ValueError(f"--output {args.output!r} is a folder; give a file path for the metrics JSON")
-        if any(parent.exists() and not parent.is_dir() for parent in output.parents):
-            raise ValueError(f"--output {args.output!r}: a parent of it is a file, not a folder")
+        check_output_path(args.output, "--output", folder=False)
     for flag, value in (("--save-predictions", args.save_predictions), ("--cache-dir", args.cache_dir)):
-        if value and any(path.exists() and not path.is_dir() for path in (Path(value), *Path(value).parents)):
-            raise ValueError(f"{flag} {value!r} is a file (or inside one); give a folder")
+        if value:
+            check_output_path(value, flag, folder=True)
 
 
 def chosen_methods(args: argparse.Namespace) -> tuple[str, ...]:
@@ -142,6 +146,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_export_world(args: argparse.Namespace) -> int:
     """Export the built-in world's test split in CIRR's file layout (images, captions, image_splits)."""
     check_num_queries(args.test_queries, "--test-queries")
+    check_output_path(args.output, "--output", folder=True)
     folder = export_cirr(args.seed, args.output, num_queries=args.test_queries, split=args.split)
     print(f"wrote world seed {args.seed} as CIRR {args.split} into {folder}")
     predictions = " --save-predictions DIR" if args.split == "test1" else ""

@@ -109,3 +109,11 @@ def test_an_output_of_the_wrong_kind_is_refused_before_any_work(saved_model, tmp
         assert code == 2 and "--output" in err and expected in err and "Traceback" not in err, err
     assert sorted(path.name for path in tmp_path.iterdir()) == ["a-file", "a-folder", "img", "model"]
     assert (tmp_path / "a-file").read_text() == "kept" and not any((tmp_path / "a-folder").iterdir())
+
+
+def test_export_world_refuses_an_output_under_a_file(tmp_path, capsys):
+    (tmp_path / "a-file").write_text("kept")
+    code = main(["export-world", "--output", str(tmp_path / "a-file" / "world"), "--test-queries", "3"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--output" in err and "which is a file, not a folder" in err and "Traceback" not in err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a-file"]

@@ -248,7 +248,7 @@ def test_bad_splits_and_output_paths_fail_before_model_work(tmp_path, capsys):
     a_file.write_text("x")
     for flag, value, message in (
         ("--output", tmp_path, "is a folder"),
-        ("--output", a_file / "metrics.json", "a parent of it is a file"),
+        ("--output", a_file / "metrics.json", "which is a file, not a folder"),
         ("--save-predictions", a_file, "is a file"),
         ("--cache-dir", a_file, "is a file"),
     ):

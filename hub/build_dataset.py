@@ -29,7 +29,7 @@ from datasets import Features, Image, Sequence, Value
 from tqdm import tqdm
 
 from hub.cli_output import fail
-from modeling_scot.io_utils import replace_folder_atomic
+from modeling_scot.io_utils import check_output_path, replace_folder_atomic
 from modeling_scot.triplets.shards import ACCEPTED, iter_located_rows, iter_shard_rows, read_manifest
 from modeling_scot.triplets.sources import ImageLookup, image_lookup
 from modeling_scot.triplets.validation import REJECTION_REASONS
@@ -383,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status (2 on any error)."""
     args = _parser().parse_args(argv)
     try:
+        check_output_path(str(args.output), "--output", folder=True)
         counts = build_dataset(
             args.shards,
             args.output,

@@ -22,6 +22,7 @@ from typing import Any
 from tqdm import tqdm
 
 from hub.cli_output import fail
+from modeling_scot.io_utils import check_output_path
 from modeling_scot.triplets.backend import CaptionRequest, TripletBackend
 from modeling_scot.triplets.chat import NOT_SENT, attempt_triplets
 from modeling_scot.triplets.registry import BACKEND_NAMES, get_backend
@@ -219,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status (2 on any error, 130 when interrupted)."""
     args = _parser().parse_args(argv)
     try:
+        check_output_path(str(args.output), "--output", folder=True)
         limits = Limits(args.max_modification_words, args.max_caption_words)
         captions = open_captions(
             args.captions,

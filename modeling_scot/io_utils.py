@@ -10,6 +10,20 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def check_output_path(path: str, option: str, folder: bool) -> Path:
+    """`path` as an output of the kind `folder` says, refused before any work when a file or folder of the other
+    kind is in the way (at `path` or as one of its parents)."""
+    output = Path(path)
+    if folder and output.exists() and not output.is_dir():
+        raise ValueError(f"{option} {path!r} is a file; give a folder path")
+    if not folder and output.is_dir():
+        raise ValueError(f"{option} {path!r} is a folder; give a file path, e.g. {str(output / 'embeddings.safetensors')!r}")
+    blocking = next((parent for parent in output.parents if parent.exists() and not parent.is_dir()), None)
+    if blocking is not None:
+        raise ValueError(f"{option} {path!r} lies under {str(blocking)!r}, which is a file, not a folder")
+    return output
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Write `text` to `path` through a synced temporary file in the same folder, then rename it."""
     path = Path(path)
@@ -55,4 +69,4 @@ def replace_folder_atomic(path: Path) -> Iterator[Path]:
     shutil.rmtree(replaced, ignore_errors=True)
 
 
-__all__ = ["replace_folder_atomic", "write_json", "write_text_atomic"]
+__all__ = ["check_output_path", "replace_folder_atomic", "write_json", "write_text_atomic"]

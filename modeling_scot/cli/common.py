@@ -71,20 +71,6 @@ def method_settings(args: argparse.Namespace, methods: Sequence[str]) -> dict:
     return settings
 
 
-def check_output_path(path: str, option: str, folder: bool) -> Path:
-    """`path` as an output of the kind `folder` says, refused before any work when a file or folder of the other
-    kind is in the way (at `path` or as one of its parents)."""
-    output = Path(path)
-    if folder and output.exists() and not output.is_dir():
-        raise ValueError(f"{option} {path!r} is a file; give a folder path")
-    if not folder and output.is_dir():
-        raise ValueError(f"{option} {path!r} is a folder; give a file path, e.g. {str(output / 'embeddings.safetensors')!r}")
-    blocking = next((parent for parent in output.parents if parent.exists() and not parent.is_dir()), None)
-    if blocking is not None:
-        raise ValueError(f"{option} {path!r} lies under {str(blocking)!r}, which is a file, not a folder")
-    return output
-
-
 def parse_dataclasses(prog: str, description: str | None, types: Sequence[type], argv: Sequence[str]) -> tuple:
     """Parse `argv` into instances of the dataclasses `types`, whose fields (defaults and help) are the options."""
     parser = HfArgumentParser(list(types), prog=prog, description=description)

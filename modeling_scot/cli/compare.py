@@ -9,8 +9,9 @@ from pathlib import Path
 
 from ..compare import CompareSettings, comparison_table, run_comparison
 from ..evaluation.world import check_num_queries
+from ..io_utils import check_output_path
 from ..quickstart import scot_home
-from .common import check_output_path, parse_dataclasses
+from .common import parse_dataclasses
 
 COMPARE_WORK = "compare"
 

@@ -12,11 +12,12 @@ from accelerate import PartialState
 from safetensors.torch import save_file
 
 from ..encoding import encode_texts
+from ..io_utils import check_output_path
 from ..retrieval import ImageFiles, embed_gallery
 from ..retrieval.gallery import DEFAULT_CHUNK_SIZE
 from ..retrieval.sources import image_files
 from ..runtime import load_model
-from .common import add_compile_option, add_runtime_options, check_output_path
+from .common import add_compile_option, add_runtime_options
 
 
 def _write_embeddings(path: Path, embeds, ids: list[str]) -> None:

@@ -20,7 +20,7 @@ from ..evaluation.world import (
     load_world,
     load_world_validation,
 )
-from ..io_utils import write_json
+from ..io_utils import check_output_path, write_json
 from ..methods import DEFAULT_METHOD_NAMES, METHOD_NAMES
 from ..quickstart import scot_home
 from ..runtime import load_model
@@ -31,7 +31,6 @@ from .common import (
     add_method_options,
     add_runtime_options,
     add_slerp_option,
-    check_output_path,
     method_settings,
     print_report,
 )

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from ..evaluation.world import MAX_QUERIES, check_num_queries
+from ..io_utils import check_output_path
 from ..methods import METHOD_NAMES, build_method
 from ..retrieval.faiss_backend import import_faiss
 from ..retrieval.gallery import DEFAULT_CHUNK_SIZE
@@ -20,7 +21,6 @@ from .common import (
     add_method_options,
     add_runtime_options,
     add_slerp_option,
-    check_output_path,
     method_settings,
 )
 

@@ -287,3 +287,14 @@ def test_push_model_refuses_empty_truncated_and_half_written_files(model_folder,
     assert push_model(model_folder) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_an_output_that_is_or_lies_under_a_file_is_refused_naming_it(shards, tmp_path, capsys):
+    (tmp_path / "a-file").write_text("kept")
+    for output, message in ((tmp_path / "a-file", "is a file; give a folder path"),
+                            (tmp_path / "a-file" / "sub", "which is a file, not a folder")):  # fmt: skip
+        assert build("--shards", shards[5], "--output", output) == 2
+        assert f"--output '{output}' " in capsys.readouterr().err
+        assert generate_cli.main(["--backend", "rules", "--captions", "world", "--limit", "2", "--output", str(output)]) == 2
+        assert message in capsys.readouterr().err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a-file"] and (tmp_path / "a-file").read_text() == "kept"

@@ -176,6 +176,12 @@ def test_a_tuned_text_tower_is_refused_and_a_tuned_image_tower_serves(encoders, 
     assert LincirModel.from_pretrained(tmp_path / "phi", tuned_images).compose(images, texts).shape == (3, 16)
     with pytest.raises(ValueError, match=r"is a different one \(their text towers differ: their embeddings of the probe text have cosine"):
         LincirModel.from_pretrained(tmp_path / "phi", tuned_copy(encoder, "text"))
+    config_file = tmp_path / "phi" / "config.json"  # a folder written before probes were recorded: sizes and table only
+    config = json.loads(config_file.read_text())
+    for key in ("image_probe", "text_probe"):
+        del config["encoder_signature"][key]
+    config_file.write_text(json.dumps(config))
+    assert LincirModel.from_pretrained(tmp_path / "phi", tuned_copy(encoder, "text")).compose(images, texts).shape == (3, 16)
 
 
 def test_another_encoder_is_refused(tiny_clip_dir, tiny_clip_config, tiny_processor, encoders, tmp_path):

@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..methods import METHODS
 from ..quickstart import scot_home
 from .examples import world_examples
 from .gradio_import import import_gradio
@@ -40,15 +41,6 @@ CSS = (
     f".{PIXEL_ART} img {{ image-rendering: pixelated; }}"
 )
 """The reference fills its box; the world's small renders (64 px) are scaled up with sharp pixels."""
-METHOD_LABELS = {
-    "scot": "SCOT (learned Combiner)",
-    "image": "image only",
-    "text": "text only",
-    "sum": "sum",
-    "slerp": "Slerp",
-    "lincir": "LinCIR",
-    "isa": "ISA",
-}
 INTRO = """# SCOT: zero-shot composed image retrieval
 
 Give a reference image and a text saying what to change: SCOT composes them into one query with a small
@@ -121,7 +113,7 @@ def build_app(
                 text = gr.Textbox(
                     label="modification text", placeholder="e.g. make the circle blue", elem_id="modification"
                 )
-                choices = [(METHOD_LABELS.get(name, name), name) for name in search.methods]
+                choices = [(METHODS[name].description, name) for name in search.methods]
                 method = gr.Radio(choices, value="scot", label="query method")
                 k = gr.Slider(1, largest_k, value=min(DEFAULT_K, largest_k), step=1, label="results (k)")
                 hide_reference = gr.Checkbox(True, label="leave copies of the reference image out of the results")

@@ -244,7 +244,7 @@ def run_comparison(settings: CompareSettings, work: Path, output: Path | None = 
 
 
 def comparison_table(summary: dict) -> str:
-    """The summary as one table: metrics as mean ± std over the seeds, then R@1 by edit type, cost and size."""
+    """The summary as one table: metrics and R@1 by edit type as mean ± std over the seeds, then cost and size."""
     methods = summary["methods"]
     edit_types = list(next(iter(methods.values()))["recall@1_by_edit_type"])
     header = ["method", "R@1", "R@5", "Rs@1", *(f"R@1 {edit}" for edit in edit_types),
@@ -255,7 +255,7 @@ def comparison_table(summary: dict) -> str:
 
     rows = [
         [name, *(cell(values[metric]) for metric in METRICS),
-         *(f"{values['recall@1_by_edit_type'][edit]['mean']:.1f}" for edit in edit_types),
+         *(cell(values["recall@1_by_edit_type"][edit]) for edit in edit_types),
          f"{values['train_seconds']['mean']:.0f}", f"{values['query_gflops']:.3f}",
          f"{values['query_latency_ms']['mean']:.1f}", f"{values['trainable_parameters']:,}"]  # fmt: skip
         for name, values in methods.items()

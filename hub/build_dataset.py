@@ -301,8 +301,7 @@ def build_dataset(
         raise ValueError(f"{shards} is not a folder of triplet shards (it has no manifest.json)")
     _check_manifest(manifest, shards)
     source = manifest["run"]["source"]
-    if output.exists() and not output.is_dir():
-        raise ValueError(f"--output {output} is a file")
+    check_output_path(str(output), "--output", folder=True)
     inputs = _inputs(shards, source, images_root)
     _check_apart(output, inputs[:1])  # the shards are read in full: a build never writes among them
     if output.exists() and any(output.iterdir()):
@@ -383,7 +382,6 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status (2 on any error)."""
     args = _parser().parse_args(argv)
     try:
-        check_output_path(str(args.output), "--output", folder=True)
         counts = build_dataset(
             args.shards,
             args.output,

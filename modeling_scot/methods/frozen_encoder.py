@@ -68,7 +68,7 @@ def _cosine(saved: object, given: object) -> float | None:
     return float(first @ second / (first.norm() * second.norm()))
 
 
-def signature_mismatch(saved: dict, given: dict, towers: tuple[str, ...] = ("image", "text")) -> str | None:
+def signature_mismatch(saved: dict, given: dict, towers: tuple[str, ...]) -> str | None:
     """Which part of two encoder signatures differs, or None when they match. The probe embeddings of `towers` are
     compared where the saved signature has them (folders written before they were recorded have none)."""
     for key in ("model_type", "embed_dim", "token_dim", "vocab_size"):

@@ -202,8 +202,8 @@ class PlaceholderTokenizer:
         flat = [piece.rstrip() for pieces in pieces_per_text for piece in pieces]
         room = self.max_length - len(self.prefix) - len(self.suffix)
         # one token past the room is enough to see a cut, and keeps the tokenizer from warning about long pieces
-        tokens = self.tokenizer(flat, add_special_tokens=False, truncation=True, max_length=room + 1) if flat else None
-        piece_ids = iter(tokens["input_ids"] if flat else [])
+        cut = {"add_special_tokens": False, "truncation": True, "max_length": room + 1}
+        piece_ids = iter(self.tokenizer(flat, **cut)["input_ids"] if flat else [])
         rows, marks, truncated = [], [], []
         for row, pieces in enumerate(pieces_per_text):
             if not pieces:

@@ -20,7 +20,6 @@ from datasets import Features, List, Value
 from ..io_utils import write_json
 from ..json_files import Entry, read_json
 
-
 EMBEDDINGS_FILE = "gallery.parquet"
 MANIFEST_FILE = "gallery.json"
 FORMAT = "scot-gallery"
@@ -247,7 +246,6 @@ def gallery_file_shape(path: Path) -> tuple[int, ...]:
 def read_manifest(folder: Path, file_name: str, what: str) -> Entry:
     """The JSON object in file `file_name` of `folder`, for typed field access; a FileNotFoundError when it is
     missing, an `AnnotationError` (a ValueError naming the file) when it is not a JSON object."""
-
     path = Path(folder) / file_name
     if not path.is_file():
         raise FileNotFoundError(f"{folder} is not a {what}: it has no {file_name}")
